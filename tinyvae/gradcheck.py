@@ -73,7 +73,7 @@ def _check_elements(i, x, analytic, projected, eps, atol, rtol) -> None:
         worst = np.unravel_index(np.argmax(excess), x.shape)
         raise GradcheckError(
             f"gradcheck: input {i} (shape {x.shape}) element {tuple(int(k) for k in worst)}: "
-            f"analytic {analytic[worst]!r} vs numeric {numeric[worst]!r} "
+            f"analytic {float(analytic[worst]):.8g} vs numeric {float(numeric[worst]):.8g} "
             f"(atol={atol}, rtol={rtol}, eps={eps})")
 
 
@@ -91,7 +91,7 @@ def _check_direction(i, x, analytic, projected, rng, eps, atol, rtol) -> None:
     if not abs(exact - numeric) <= atol + rtol * abs(numeric):
         raise GradcheckError(
             f"gradcheck (fast mode): input {i} (shape {x.shape}) directional derivative vᵀJu: "
-            f"analytic {exact!r} vs numeric {numeric!r} (atol={atol}, rtol={rtol}, eps={eps})")
+            f"analytic {exact:.8g} vs numeric {numeric:.8g} (atol={atol}, rtol={rtol}, eps={eps})")
 
 
 def _upcast(x):

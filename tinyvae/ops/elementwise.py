@@ -4,7 +4,7 @@ the tape sums them back to each input's shape.
 Non-finite values pass through: no op maps a NaN to a number (relu uses ``maximum``,
 which propagates NaN, rather than a mask).
 """
-import numpy as np
+import math
 
 from .. import backend
 from ..autograd import Function
@@ -190,9 +190,10 @@ class LogSigmoid(Function):
         return gy * stable_sigmoid(-self.saved)
 
 
-_SQRT_2 = np.sqrt(2.0)
-_SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+# Python floats, not NumPy scalars: a NumPy float64 scalar would promote float32 arrays.
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class Gelu(Function):
@@ -209,7 +210,7 @@ class Gelu(Function):
         self.saved = x
         if self.approximate == "tanh":
             return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
-        return 0.5 * x * (1 + backend.erf(x / x.dtype.type(_SQRT_2)))
+        return 0.5 * x * (1 + backend.erf(x / _SQRT_2))
 
     def backward(self, gy):
         x = self.saved
@@ -219,9 +220,9 @@ class Gelu(Function):
             t = xp.tanh(u)
             du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
             return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-        cdf = 0.5 * (1 + backend.erf(x / x.dtype.type(_SQRT_2)))
+        cdf = 0.5 * (1 + backend.erf(x / _SQRT_2))
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-        return gy * (cdf + x * pdf).astype(x.dtype, copy=False)
+        return gy * (cdf + x * pdf)
 
 
 class Silu(Function):

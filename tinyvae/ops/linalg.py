@@ -18,16 +18,16 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
                              f"(inner dimensions {k_a} and {k_b})")
         self.saved = (a, b)
-        return a @ b
+        return backend.array_module(a).asarray(a @ b)   # vector @ vector gives a NumPy scalar
 
     def backward(self, gy):
         a, b = self.saved
         a2 = a[None, :] if a.ndim == 1 else a          # [..., n, k]
         b2 = b[:, None] if b.ndim == 1 else b          # [..., k, m]
-        if a.ndim == 1:
-            gy = gy[..., None, :]
         if b.ndim == 1:
-            gy = gy[..., None]
+            gy = gy[..., None]           # restore the dropped m axis first ...
+        if a.ndim == 1:
+            gy = gy[..., None, :]        # ... then the dropped n axis before it
         ga = gy @ _swap_last(b2) if self.needs_grad(0) else None
         gb = _swap_last(a2) @ gy if self.needs_grad(1) else None
         if a.ndim == 1 and ga is not None:

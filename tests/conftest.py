@@ -1,0 +1,31 @@
+"""Test configuration: hypothesis profiles and shared helpers.
+
+Profiles: 'ci' (default under CI=true) keeps example counts small enough for 2 cores;
+'dev' (default otherwise) runs a few more; 'thorough' for a long local run.
+Select with HYPOTHESIS_PROFILE=name.
+"""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=12, derandomize=True, **_common)
+settings.register_profile("dev", max_examples=25, **_common)
+settings.register_profile("thorough", max_examples=300, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(pytest.mark.gpu)
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """Every test starts and ends with gradient recording on."""
+    from tinyvae.autograd import is_grad_enabled
+    assert is_grad_enabled()
+    yield
+    assert is_grad_enabled()
