@@ -1,9 +1,15 @@
 """tinyvae: a small, readable reverse-mode autodiff engine on NumPy/CuPy, and the VAE family on top."""
-from . import functional
-from .autograd import Function, is_grad_enabled, no_grad
-from .gradcheck import GradcheckError, gradcheck
-from .tensor import Tensor, tensor
+from ._allocator import keep_freed_memory
 
-__all__ = ["Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck",
-           "GradcheckError", "functional"]
+keep_freed_memory()
+
+from . import functional, nn, optim  # noqa: E402
+from .autograd import Function, is_grad_enabled, no_grad  # noqa: E402
+from .checkpoint import CheckpointError, load, save  # noqa: E402
+from .gradcheck import GradcheckError, gradcheck  # noqa: E402
+from .random import manual_seed  # noqa: E402
+from .tensor import Tensor, tensor  # noqa: E402
+
+__all__ = ["Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+           "functional", "nn", "optim", "save", "load", "CheckpointError", "manual_seed"]
 __version__ = "0.1.0"

@@ -182,3 +182,7 @@ def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
     picked = getitem(log_softmax(logits, axis=1), (rows, t))
     return reduce_loss(-picked, reduction)
 
+
+# ---- layer functions (defined in nn_functional.py, public here) -----------------------
+from .nn_functional import (avg_pool2d, batch_norm, conv2d, conv_transpose2d, dropout,  # noqa: E402,F401
+                            embedding, interpolate_nearest, layer_norm, linear, max_pool2d)

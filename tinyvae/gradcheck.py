@@ -27,7 +27,7 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
     ``GradcheckError`` naming the input, the worst element, and both values.
 
     ``fn`` takes the inputs (tensors or constants) and returns a tensor or a tuple of
-    tensors. Floating tensors are upcast to float64 copies first.
+    tensors. Floating tensors that are not float64 are upcast to float64 copies first.
     """
     rng = np.random.default_rng(seed)
     xs = [_upcast(x) for x in inputs]
@@ -58,15 +58,14 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
 
 def _check_elements(i, x, analytic, projected, eps, atol, rtol) -> None:
     numeric = np.zeros(x.shape)
-    flat = x.data.reshape(-1)          # a view: perturbing it perturbs x
-    for j in range(flat.size):
-        old = flat[j].item()
-        flat[j] = old + eps
+    for j in np.ndindex(x.shape):      # index x.data itself: a reshape of a strided view would copy
+        old = x.data[j].item()
+        x.data[j] = old + eps
         plus = projected()
-        flat[j] = old - eps
+        x.data[j] = old - eps
         minus = projected()
-        flat[j] = old
-        numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+        x.data[j] = old
+        numeric[j] = (plus - minus) / (2 * eps)
     excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
     if not (excess <= 0).all():                      # also catches NaN on either side
         excess = np.where(np.isnan(excess), np.inf, excess)
@@ -95,7 +94,9 @@ def _check_direction(i, x, analytic, projected, rng, eps, atol, rtol) -> None:
 
 
 def _upcast(x):
-    if not isinstance(x, Tensor):
+    """float64 tensors are used as they are (perturbed in place, then restored), so a module's
+    own parameters can be checked; other floating tensors are upcast to float64 copies."""
+    if not isinstance(x, Tensor) or x.dtype == np.float64:
         return x
     data = x.data.astype(np.float64) if x.dtype.kind == "f" else x.data.copy()
     return Tensor(data, x.requires_grad)

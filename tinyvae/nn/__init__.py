@@ -1,0 +1,13 @@
+"""``tinyvae.nn``: modules, layers and initialisers for building models."""
+from . import init, utils
+from .activation import GELU, LeakyReLU, ReLU, SiLU, Sigmoid, Softplus, Tanh
+from .layers import (AvgPool2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Flatten, Linear, MaxPool2d,
+                     Unflatten, Upsample)
+from .module import Module, ModuleList, Parameter, Sequential
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from .rnn import GRU, GRUCell
+
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Conv2d", "ConvTranspose2d",
+           "Upsample", "AvgPool2d", "MaxPool2d", "Flatten", "Unflatten", "Embedding", "Dropout",
+           "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GRUCell", "GRU", "ReLU", "LeakyReLU", "Tanh",
+           "Sigmoid", "Softplus", "GELU", "SiLU", "init", "utils"]
