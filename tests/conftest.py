@@ -9,6 +9,22 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+
+def _gpu_present() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except (ImportError, RuntimeError):   # no CuPy, or CuPy without a driver/device
+        return False
+
+
+GPU = _gpu_present()
+# Without a GPU, the CUDA kernels run in Numba's CUDA simulator. This must be decided
+# before anything imports numba.cuda (tinyvae and kernels do, on import).
+if not GPU:
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=12, derandomize=True, **_common)
 settings.register_profile("dev", max_examples=25, **_common)

@@ -183,6 +183,15 @@ def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
     return reduce_loss(-picked, reduction)
 
 
+# ---- fused kernels ----------------------------------------------------------------------
+
+
+def reparameterize_kl(mu, logvar, eps, per_element: bool = False) -> tuple:
+    """(z, kl): z = μ + exp(½ logvar) ⊙ ε and the KL of N(μ, exp(logvar)) to N(0, I) over the
+    last axis (per element if ``per_element``), as one node on the fused kernels."""
+    from .ops.fused import ReparamKL
+    return ReparamKL(per_element)(mu, logvar, eps)
+
 # ---- layer functions (defined in nn_functional.py, public here) -----------------------
 from .nn_functional import (avg_pool2d, batch_norm, conv2d, conv_transpose2d, dropout,  # noqa: E402,F401
                             embedding, interpolate_nearest, layer_norm, linear, max_pool2d)

@@ -1,0 +1,16 @@
+"""Custom kernels for the two hot spots of the VAE family.
+
+Each module has three implementations behind one call:
+  reference  readable NumPy/CuPy code, the oracle the tests compare against;
+  cpu        a Numba CPU kernel (NumPy arrays);
+  cuda       a Numba CUDA kernel (CuPy arrays, via __cuda_array_interface__, on CuPy's
+             current stream; NumPy arrays are copied to the device and back, which is how
+             the tests drive it under the CUDA simulator).
+The array type picks the implementation; ``impl="reference"|"cpu"|"cuda"`` forces one.
+
+reparam_kl  z = μ + exp(½ log σ²) ⊙ ε fused with the KL of N(μ, σ²) to N(0, I)
+vq          nearest-codebook search and the EMA codebook statistics
+"""
+from . import reparam_kl, vq
+
+__all__ = ["reparam_kl", "vq"]

@@ -1,0 +1,207 @@
+"""Fused reparameterisation and Gaussian KL, forward and backward, in one pass each.
+
+For a diagonal Gaussian q = N(μ, σ²) with log-variance ℓ = log σ² and noise ε ~ N(0, I):
+
+  z      = μ + exp(ℓ/2) ⊙ ε                                   (reparameterisation)
+  kl_bd  = ½ (μ² + exp(ℓ) − 1 − ℓ)                            (KL(q‖N(0,1)) per dimension)
+  kl_b   = Σ_d kl_bd                                          (per row, unless per_element)
+
+Backward, given ∂L/∂z = g_z and ∂L/∂kl = g_kl (per row, or per element):
+
+  ∂L/∂μ = g_z + g_kl · μ
+  ∂L/∂ℓ = g_z ⊙ ε ⊙ ½ exp(ℓ/2) + g_kl · ½ (exp(ℓ) − 1)
+
+exp(ℓ) − 1 is computed as expm1(ℓ), exact near ℓ = 0 where the KL is tiny. The backward
+recomputes exp(ℓ/2) rather than storing it. Row sums run in a fixed order (sequential on
+the CPU, a fixed shared-memory tree on the GPU): the same input gives the same bits.
+Inputs are [B, D] arrays of one float dtype; for ℓ in [−30, 30] nothing overflows.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+try:                                     # the CUDA target (package numba-cuda) is optional
+    from numba import cuda
+except ImportError:
+    cuda = None
+
+from ._dispatch import CudaLaunch, array_module, check_float, choose
+
+
+def _check(mu, logvar, eps) -> None:
+    check_float("reparam_kl", mu, logvar, eps)
+    if mu.ndim != 2 or mu.shape != logvar.shape or mu.shape != eps.shape:
+        raise ValueError(f"reparam_kl: mu, logvar and eps must be the same [B, D] shape, got "
+                         f"{mu.shape}, {logvar.shape}, {eps.shape}")
+
+
+def forward(mu, logvar, eps, per_element: bool = False, impl: str = None):
+    """(z [B, D], kl [B] or [B, D] if ``per_element``). The kernels always write a 2-D kl
+    ([B, D] or [B, 1]): Numba types both branches of a kernel, so its rank cannot vary."""
+    _check(mu, logvar, eps)
+    which = choose(impl, mu, logvar, eps)
+    if which == "reference":
+        return forward_reference(mu, logvar, eps, per_element)
+    if which == "cpu":
+        z, kl = np.empty_like(mu), np.empty((len(mu), mu.shape[1] if per_element else 1), mu.dtype)
+        _forward_cpu(mu, logvar, eps, z, kl, per_element, mu.dtype.type(0.5))
+        return z, (kl if per_element else kl[:, 0])
+    return _forward_cuda(mu, logvar, eps, per_element)
+
+
+def backward(grad_z, grad_kl, mu, logvar, eps, impl: str = None):
+    """(grad_mu, grad_logvar); ``grad_kl`` is [B] (row KL) or [B, D] (per-element KL)."""
+    _check(mu, logvar, eps)
+    check_float("reparam_kl", grad_z, grad_kl, mu)
+    if grad_z.shape != mu.shape or grad_kl.shape not in (mu.shape[:1], mu.shape):
+        raise ValueError(f"reparam_kl.backward: grad_z {grad_z.shape} / grad_kl {grad_kl.shape} do not "
+                         f"match mu {mu.shape}")
+    which = choose(impl, grad_z, grad_kl, mu, logvar, eps)
+    if which == "reference":
+        return backward_reference(grad_z, grad_kl, mu, logvar, eps)
+    if which == "cpu":
+        g_mu, g_lv = np.empty_like(mu), np.empty_like(mu)
+        _backward_cpu(grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps, g_mu, g_lv,
+                      grad_kl.ndim == 2, mu.dtype.type(0.5))
+        return g_mu, g_lv
+    return _backward_cuda(grad_z, grad_kl, mu, logvar, eps)
+
+
+# ---- reference: the formulas above, line by line ---------------------------------------
+
+def forward_reference(mu, logvar, eps, per_element=False):
+    xp = array_module(mu)
+    z = mu + xp.exp(0.5 * logvar) * eps
+    kl = 0.5 * (mu * mu + xp.expm1(logvar) - logvar)
+    return z, (kl if per_element else kl.sum(axis=1))
+
+
+def backward_reference(grad_z, grad_kl, mu, logvar, eps):
+    xp = array_module(mu)
+    g_kl = grad_kl if grad_kl.ndim == 2 else grad_kl[:, None]
+    g_mu = grad_z + g_kl * mu
+    g_lv = grad_z * eps * 0.5 * xp.exp(0.5 * logvar) + g_kl * 0.5 * xp.expm1(logvar)
+    return g_mu, g_lv
+
+
+# ---- CPU: one parallel loop over rows, one pass over each row ----------------------------
+# ``half`` is ½ in the arrays' dtype: a Python 0.5 would be float64 in Numba and turn every
+# float32 exp into a double-precision one.
+
+@njit(parallel=True, cache=True)
+def _forward_cpu(mu, logvar, eps, z, kl, per_element, half):
+    B, D = mu.shape
+    for b in prange(B):
+        total = half - half
+        for d in range(D):
+            m, lv = mu[b, d], logvar[b, d]
+            z[b, d] = m + math.exp(half * lv) * eps[b, d]
+            k = half * (m * m + math.expm1(lv) - lv)
+            if per_element:
+                kl[b, d] = k
+            else:
+                total += k
+        if not per_element:
+            kl[b, 0] = total
+
+
+@njit(parallel=True, cache=True)
+def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element, half):
+    B, D = mu.shape
+    for b in prange(B):
+        for d in range(D):
+            gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
+            m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
+            g_mu[b, d] = gz + gk * m
+            g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
+
+
+# ---- CUDA: a block of ROWS rows × LANES lanes; each lane strides over its row ------------
+
+LANES, ROWS = 32, 8     # 256 threads; a warp reads 32 consecutive numbers of one row
+
+
+def _cuda_kernels():
+    """Compile the CUDA kernels once, on first use. ``cuda`` must stay a module global: the
+    CUDA simulator swaps it for its own module while a kernel runs."""
+    global _CUDA
+    if _CUDA is None:
+        @cuda.jit(cache=True)
+        def fwd(mu, logvar, eps, z, kl, per_element, half):
+            lane, row_in_block = cuda.threadIdx.x, cuda.threadIdx.y
+            b = cuda.blockIdx.x * ROWS + row_in_block
+            partial = cuda.shared.array((ROWS, LANES), dtype=mu.dtype)
+            total = half - half
+            if b < mu.shape[0]:
+                for d in range(lane, mu.shape[1], LANES):
+                    m, lv = mu[b, d], logvar[b, d]
+                    z[b, d] = m + math.exp(half * lv) * eps[b, d]
+                    k = half * (m * m + math.expm1(lv) - lv)
+                    if per_element:
+                        kl[b, d] = k
+                    else:
+                        total += k
+            if per_element:
+                return
+            partial[row_in_block, lane] = total
+            cuda.syncthreads()
+            step = LANES // 2               # fixed tree: the same order every launch
+            while step > 0:
+                if lane < step:
+                    partial[row_in_block, lane] += partial[row_in_block, lane + step]
+                cuda.syncthreads()
+                step //= 2
+            if lane == 0 and b < mu.shape[0]:
+                kl[b, 0] = partial[row_in_block, 0]
+
+        @cuda.jit(cache=True)
+        def bwd(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element, half):
+            d0 = cuda.threadIdx.x
+            b = cuda.blockIdx.x * ROWS + cuda.threadIdx.y
+            if b >= mu.shape[0]:
+                return
+            for d in range(d0, mu.shape[1], LANES):
+                gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
+                m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
+                g_mu[b, d] = gz + gk * m
+                g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
+
+        _CUDA = (fwd, bwd)
+    return _CUDA
+
+
+_CUDA = None
+
+
+def _grid(rows: int) -> tuple:
+    return ((rows + ROWS - 1) // ROWS,), (LANES, ROWS)
+
+
+def _forward_cuda(mu, logvar, eps, per_element):
+    fwd, _ = _cuda_kernels()
+    L = CudaLaunch(mu)
+    B, D = mu.shape
+    z = L.empty((B, D), mu.dtype)
+    kl = L.empty((B, D if per_element else 1), mu.dtype)
+    if B:
+        grid, block = _grid(B)
+        fwd[grid, block, L.stream](L.input(mu), L.input(logvar), L.input(eps), z, kl, per_element,
+                                   mu.dtype.type(0.5))
+    kl = L.output(kl)
+    return L.output(z), (kl if per_element else kl.reshape(B))
+
+
+def _backward_cuda(grad_z, grad_kl, mu, logvar, eps):
+    _, bwd = _cuda_kernels()
+    L = CudaLaunch(mu)
+    B, D = mu.shape
+    per_element = grad_kl.ndim == 2
+    g_mu, g_lv = L.empty((B, D), mu.dtype), L.empty((B, D), mu.dtype)
+    if B:
+        grid, block = _grid(B)
+        bwd[grid, block, L.stream](L.input(grad_z), L.input(grad_kl.reshape(B, -1)), L.input(mu),
+                                   L.input(logvar), L.input(eps), g_mu, g_lv, per_element, mu.dtype.type(0.5))
+    return L.output(g_mu), L.output(g_lv)

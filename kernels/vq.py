@@ -1,0 +1,269 @@
+"""Nearest-codebook search for vector quantisation, and the EMA codebook statistics.
+
+``nearest(z, codebook)`` returns, for every row z_n of z [N, D], the index of the closest
+code e_k of codebook [K, D] in squared Euclidean distance, argmin_k ‖z_n − e_k‖² (ties go
+to the lowest index, as ``argmin``), and that distance, recomputed directly as
+Σ_d (z_nd − e_kd)² so it is never negative.
+
+The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the distance only by
+‖z_n‖² (the same for every k of a row). No implementation builds the N×K distance matrix:
+  cpu   blocks of rows × blocks of codes (a fixed 8 MB buffer); the inner products of a
+        block come from one BLAS matrix product, and a Numba kernel takes the row minima
+        and their first indices. Extra memory: O(N + K) plus that fixed buffer.
+  cuda  one thread per row (kept in registers); codebook tiles of at most 48 KB pass
+        through shared memory and every thread keeps its running minimum: O(N + K).
+
+``ema_update(z, index, num_codes)`` returns the per-code counts n_k = #{n : index_n = k}
+and sums s_k = Σ_{n : index_n = k} z_n that the exponential-moving-average codebook
+update needs (VQ-VAE, van den Oord et al. 2017, appendix).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+try:                                     # the CUDA target (package numba-cuda) is optional
+    from numba import cuda
+except ImportError:
+    cuda = None
+
+from ._dispatch import CudaLaunch, array_module, check_float, choose
+
+BLOCK_ROWS, BLOCK_CODES = 2048, 1024        # CPU: 2048 × 1024 float32 inner products = 8 MB
+
+
+def _check(z, codebook) -> None:
+    check_float("vq.nearest", z, codebook)
+    if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"vq.nearest: expected z [N, D] and codebook [K, D], got {z.shape} and {codebook.shape}")
+    if codebook.shape[0] == 0:
+        raise ValueError("vq.nearest: the codebook is empty")
+
+
+def nearest(z, codebook, impl: str = None, tile_codes: int = None):
+    """(index [N] int64, sqdist [N]) of the nearest code for every row of ``z``.
+
+    ``tile_codes`` (CUDA only) overrides the number of codes per shared-memory tile; tests
+    use it to run several tiles on small codebooks.
+    """
+    _check(z, codebook)
+    which = choose(impl, z, codebook)
+    if which == "reference":
+        return nearest_reference(z, codebook)
+    if which == "cpu":
+        return _nearest_cpu(np.ascontiguousarray(z), np.ascontiguousarray(codebook))
+    return _nearest_cuda(z, codebook, tile_codes)
+
+
+def ema_update(z, index, num_codes: int, impl: str = None):
+    """(counts [K], sums [K, D]) in z's dtype for the assignments ``index`` [N] of rows z [N, D]."""
+    check_float("vq.ema_update", z)
+    if z.ndim != 2 or index.shape != z.shape[:1]:
+        raise ValueError(f"vq.ema_update: expected z [N, D] and index [N], got {z.shape} and {index.shape}")
+    which = choose(impl, z, index)
+    if which == "reference":
+        return ema_update_reference(z, index, num_codes)
+    if which == "cpu":
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= num_codes):
+            raise ValueError(f"vq.ema_update: indices must be in [0, {num_codes})")
+        counts, sums = np.zeros(num_codes, z.dtype), np.zeros((num_codes, z.shape[1]), z.dtype)
+        _ema_cpu(np.ascontiguousarray(z), index, counts, sums)
+        return counts, sums
+    return _ema_cuda(z, index, num_codes)
+
+
+# ---- reference: direct differences in float64, a few rows at a time ---------------------
+
+def nearest_reference(z, codebook, rows_per_chunk: int = 256):
+    xp = array_module(z)
+    z64, e64 = z.astype(xp.float64), codebook.astype(xp.float64)
+    index = xp.empty(len(z), xp.int64)
+    for r0 in range(0, len(z), rows_per_chunk):
+        diff = z64[r0:r0 + rows_per_chunk, None, :] - e64[None, :, :]       # [rows, K, D]
+        index[r0:r0 + rows_per_chunk] = xp.argmin((diff * diff).sum(axis=2), axis=1)
+    sqdist = ((z64 - e64[index]) ** 2).sum(axis=1)
+    return index, sqdist.astype(z.dtype)
+
+
+def ema_update_reference(z, index, num_codes):
+    xp = array_module(z)
+    onehot = (index[:, None] == xp.arange(num_codes)[None, :]).astype(z.dtype)   # [N, K]
+    return onehot.sum(axis=0), onehot.T @ z
+
+
+# ---- CPU ---------------------------------------------------------------------------------
+
+def _nearest_cpu(z, codebook):
+    n, k = len(z), len(codebook)
+    codes_t = np.ascontiguousarray(codebook.T)                                    # [D, K]
+    e_sq = (codebook.astype(np.float64) ** 2).sum(axis=1).astype(z.dtype)
+    index = np.zeros(n, np.int64)
+    best = np.full(n, np.inf, z.dtype)
+    buffer = np.empty((min(BLOCK_ROWS, n), min(BLOCK_CODES, k)), z.dtype)
+    for r0 in range(0, n, BLOCK_ROWS):
+        rows = min(BLOCK_ROWS, n - r0)
+        for k0 in range(0, k, BLOCK_CODES):
+            codes = min(BLOCK_CODES, k - k0)
+            dots = buffer[:rows, :codes]
+            np.matmul(z[r0:r0 + rows], codes_t[:, k0:k0 + codes], out=dots)
+            _block_argmin(dots, e_sq[k0:k0 + codes], k0, index[r0:r0 + rows], best[r0:r0 + rows])
+    sqdist = np.empty(n, z.dtype)
+    _row_sqdist(z, codebook, index, sqdist)
+    return index, sqdist
+
+
+# Reassociation lets the min reduction vectorise; no 'nnan' flag, so NaNs are not assumed away.
+_FAST = {"reassoc", "nsz", "arcp", "contract"}
+
+
+@njit(fastmath=_FAST, cache=True)
+def _block_argmin(dots, e_sq, k0, index, best):
+    """For each row: m = min_k (‖e_k‖² − 2 z·e_k) over this block, the first k reaching it,
+    kept if it beats the row's minimum over earlier blocks (so ties keep the lower index).
+    Single-threaded on purpose: BLAS owns the cores between calls."""
+    codes = dots.shape[1]
+    for i in range(dots.shape[0]):
+        g = dots[i]
+        m = np.inf
+        for k in range(codes):
+            m = min(m, e_sq[k] - (g[k] + g[k]))
+        j = 0
+        while j < codes and e_sq[j] - (g[j] + g[j]) != m:
+            j += 1
+        if m < best[i] or (j < codes and index[i] == 0 and best[i] == np.inf):
+            best[i] = m
+            index[i] = k0 + j
+        if j == codes:          # every score NaN: report the NaN instead of a silent code
+            best[i] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def _row_sqdist(z, codebook, index, out):
+    for i in prange(z.shape[0]):
+        s = 0.0
+        e = codebook[index[i]]
+        for d in range(z.shape[1]):
+            t = z[i, d] - e[d]
+            s += t * t
+        out[i] = s
+
+
+@njit(parallel=True, cache=True)
+def _ema_cpu(z, index, counts, sums):
+    """Column blocks in parallel, rows in order within each: no races, same sums every run."""
+    n, d = z.shape
+    for i in range(n):
+        counts[index[i]] += 1
+    for c0 in prange((d + 15) // 16):
+        for i in range(n):
+            row = sums[index[i]]
+            for c in range(c0 * 16, min(c0 * 16 + 16, d)):
+                row[c] += z[i, c]
+
+
+# ---- CUDA ----------------------------------------------------------------------------------
+
+THREADS = 128
+SHARED_BYTES = 48 * 1024
+_kernels: dict = {}
+
+
+def _tile_codes(d: int, itemsize: int) -> int:
+    """Codes per shared-memory tile: as many as fit in 48 KB with their ‖e‖², at most 256."""
+    return max(1, min(256, SHARED_BYTES // ((d + 1) * itemsize)))
+
+
+def _nearest_kernel(d: int, dtype, tile: int):
+    """A kernel specialised to (D, dtype, tile): D and tile are compile-time constants, so the
+    row lives in registers and the tile in statically sized shared memory."""
+    key = (d, np.dtype(dtype).str, tile)
+    if key not in _kernels:
+        from numba import types as nbt
+        nb = nbt.float32 if np.dtype(dtype) == np.float32 else nbt.float64
+        D, T = d, tile
+
+        @cuda.jit
+        def kernel(z, codebook, e_sq, index, sqdist, inf):
+            codes = cuda.shared.array((T, D), nb)
+            codes_sq = cuda.shared.array(T, nb)
+            row = cuda.local.array(D, nb)
+            tid = cuda.threadIdx.x
+            i = cuda.blockIdx.x * THREADS + tid
+            n, k_total = z.shape[0], codebook.shape[0]
+            if i < n:
+                for c in range(D):
+                    row[c] = z[i, c]
+            best = inf
+            best_k = 0
+            for k0 in range(0, k_total, T):
+                for j in range(tid, T * D, THREADS):          # cooperative, coalesced tile load
+                    kk, c = j // D, j % D
+                    if k0 + kk < k_total:
+                        codes[kk, c] = codebook[k0 + kk, c]
+                for j in range(tid, T, THREADS):
+                    if k0 + j < k_total:
+                        codes_sq[j] = e_sq[k0 + j]
+                cuda.syncthreads()
+                if i < n:
+                    for kk in range(min(T, k_total - k0)):
+                        dot = row[0] * codes[kk, 0]
+                        for c in range(1, D):
+                            dot += row[c] * codes[kk, c]
+                        score = codes_sq[kk] - (dot + dot)
+                        if score < best:                       # strict: the lower index wins ties
+                            best = score
+                            best_k = k0 + kk
+                cuda.syncthreads()
+            if i < n:
+                index[i] = best_k
+                t = row[0] - codebook[best_k, 0]
+                s = t * t
+                for c in range(1, D):
+                    t = row[c] - codebook[best_k, c]
+                    s += t * t
+                sqdist[i] = s
+
+        _kernels[key] = kernel
+    return _kernels[key]
+
+
+def _nearest_cuda(z, codebook, tile_codes=None):
+    xp = array_module(z)
+    n, d = z.shape
+    tile = tile_codes or _tile_codes(d, z.dtype.itemsize)
+    if tile * (d + 1) * z.dtype.itemsize > SHARED_BYTES:
+        raise ValueError(f"vq.nearest: a tile of {tile} codes of dimension {d} exceeds 48 KB of shared memory")
+    L = CudaLaunch(z)
+    e_sq = (codebook.astype(xp.float64) ** 2).sum(axis=1).astype(z.dtype)
+    index, sqdist = L.empty(n, np.int64), L.empty(n, z.dtype)
+    if n:
+        kernel = _nearest_kernel(d, z.dtype, tile)
+        kernel[((n + THREADS - 1) // THREADS,), (THREADS,), L.stream](
+            L.input(z), L.input(codebook), L.input(e_sq), index, sqdist, z.dtype.type(np.inf))
+    return L.output(index), L.output(sqdist)
+
+
+def _ema_cuda(z, index, num_codes):
+    global _ema_kernel
+    if _ema_kernel is None:
+        @cuda.jit
+        def kernel(z, index, counts, sums):
+            i, c = cuda.grid(2)
+            if i < z.shape[0] and c < z.shape[1]:
+                k = index[i]
+                cuda.atomic.add(sums, (k, c), z[i, c])
+                if c == 0:
+                    cuda.atomic.add(counts, k, 1)
+        _ema_kernel = kernel
+    L = CudaLaunch(z)
+    n, d = z.shape
+    counts, sums = L.zeros(num_codes, z.dtype), L.zeros((num_codes, d), z.dtype)
+    if n:
+        block = (8, 32)
+        grid = ((n + 7) // 8, (d + 31) // 32)
+        _ema_kernel[grid, block, L.stream](L.input(z), L.input(index.astype(np.int64)), counts, sums)
+    return L.output(counts), L.output(sums)
+
+
+_ema_kernel = None

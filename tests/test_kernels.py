@@ -1,0 +1,203 @@
+"""The custom kernels against their float64 references: every implementation, hypothesis-drawn
+shapes and values. 'cuda' runs in the Numba CUDA simulator without a GPU (small sizes), and on
+the device with CuPy arrays when one is present."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinyvae as tv
+from kernels import reparam_kl, vq
+from tinyvae import functional as F
+
+from conftest import GPU, SIMULATED
+
+IMPLS = ["cpu", "cuda"]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def run(fn, impl, *arrays, **kw):
+    """Call a kernel; on a real GPU, pass CuPy arrays (the production path) and bring results back."""
+    if impl == "cuda" and GPU:
+        import cupy
+        out = fn(*[cupy.asarray(a) for a in arrays], impl=impl, **kw)
+        return tuple(cupy.asnumpy(o) for o in out)
+    return fn(*arrays, impl=impl, **kw)
+
+
+def small(draw_max):
+    return st.integers(1, 6 if SIMULATED else draw_max)
+
+
+@st.composite
+def gaussian_rows(draw, dtype):
+    b, d = draw(small(64)), draw(st.integers(1, 70 if not SIMULATED else 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mu = rng.standard_normal((b, d)) * 3
+    logvar = rng.uniform(-30, 30, (b, d))          # the documented no-overflow range
+    eps = rng.standard_normal((b, d))
+    return [a.astype(dtype) for a in (mu, logvar, eps)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data(), per_element=st.booleans())
+def test_reparam_kl_forward_matches_reference(impl, dtype, data, per_element):
+    mu, lv, eps = data.draw(gaussian_rows(dtype))
+    z, kl = run(reparam_kl.forward, impl, mu, lv, eps, per_element=per_element)
+    z_ref, kl_ref = reparam_kl.forward_reference(*(a.astype(np.float64) for a in (mu, lv, eps)), per_element)
+    assert z.dtype == dtype and kl.dtype == dtype and np.isfinite(kl).all()
+    np.testing.assert_allclose(z, z_ref, **TOL[dtype])
+    np.testing.assert_allclose(kl, kl_ref, rtol=TOL[dtype]["rtol"] * 10, atol=TOL[dtype]["atol"] * lv.shape[1])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data(), per_element=st.booleans())
+def test_reparam_kl_backward_matches_reference(impl, dtype, data, per_element):
+    mu, lv, eps = data.draw(gaussian_rows(dtype))
+    rng = np.random.default_rng(0)
+    g_z = rng.standard_normal(mu.shape).astype(dtype)
+    g_kl = rng.standard_normal(mu.shape if per_element else mu.shape[:1]).astype(dtype)
+    g_mu, g_lv = run(reparam_kl.backward, impl, g_z, g_kl, mu, lv, eps)
+    ref = reparam_kl.backward_reference(*(a.astype(np.float64) for a in (g_z, g_kl, mu, lv, eps)))
+    np.testing.assert_allclose(g_mu, ref[0], **TOL[dtype])
+    np.testing.assert_allclose(g_lv, ref[1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reparam_kl_row_sum_is_deterministic(impl):
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal((5, 37)).astype(np.float32) for _ in range(3)]
+    first = run(reparam_kl.forward, impl, *arrays)[1]
+    for _ in range(2):
+        np.testing.assert_array_equal(run(reparam_kl.forward, impl, *arrays)[1], first)
+
+
+def test_reparam_kl_rejects_bad_input():
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"same \[B, D\] shape"):
+        reparam_kl.forward(a, np.zeros((2, 4), np.float32), a)
+    with pytest.raises(TypeError, match="share one dtype"):
+        reparam_kl.forward(a, a.astype(np.float64), a)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        reparam_kl.forward(a.astype(np.int32), a, a)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        reparam_kl.forward(a, a, a, impl="gpu")
+
+
+@given(shape=st.sampled_from([(3,), (2, 4), (2, 3, 5)]), per_element=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_reparameterize_kl_op_equals_composite_and_gradchecks(shape, per_element, seed):
+    rng = np.random.default_rng(seed)
+    mu, lv = (tv.tensor(rng.standard_normal(shape), dtype=np.float64, requires_grad=True) for _ in range(2))
+    eps = tv.tensor(rng.standard_normal(shape), dtype=np.float64, requires_grad=True)
+    z, kl = F.reparameterize_kl(mu, lv, eps, per_element)
+    z_ref = mu + F.exp(0.5 * lv) * eps
+    kl_ref = 0.5 * (mu * mu + F.exp(lv) - 1 - lv)
+    kl_ref = kl_ref if per_element else F.sum(kl_ref, axis=-1)
+    np.testing.assert_allclose(z.numpy(), z_ref.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(kl.numpy(), kl_ref.numpy(), rtol=1e-10, atol=1e-12)
+    (F.sum(z * z) + F.sum(kl * kl)).backward()
+    grads = [t.grad for t in (mu, lv, eps)]
+    for t in (mu, lv, eps):
+        t.grad = None
+    (F.sum(z_ref * z_ref) + F.sum(kl_ref * kl_ref)).backward()
+    for g, t in zip(grads, (mu, lv, eps)):
+        np.testing.assert_allclose(g, t.grad, rtol=1e-10, atol=1e-12)
+    assert tv.gradcheck(lambda m, l, e: F.reparameterize_kl(m, l, e, per_element), [mu, lv, eps], atol=1e-6)
+
+
+# ---- nearest-codebook search -------------------------------------------------------------
+
+def assert_nearest(z, codebook, index, sqdist):
+    """The chosen code is a nearest one (exact float64 distances), and sqdist is its distance."""
+    z64, e64 = z.astype(np.float64), codebook.astype(np.float64)
+    ref_index, _ = vq.nearest_reference(z, codebook)
+    all_d = ((z64[:, None] - e64[None]) ** 2).sum(-1)
+    best = all_d.min(axis=1)
+    chosen = all_d[np.arange(len(z)), index]
+    scale = (z64 ** 2).sum(1) + (e64 ** 2).sum(1).max()
+    tol = (1e-5 if z.dtype == np.float32 else 1e-12) * scale
+    assert index.dtype == np.int64 and (sqdist >= 0).all()
+    assert (chosen <= best + tol).all()
+    clear = np.sort(all_d, axis=1)[:, 1] - best > 4 * tol if len(codebook) > 1 else np.ones(len(z), bool)
+    np.testing.assert_array_equal(index[clear], ref_index[clear])   # where the winner is clear, exactly argmin's
+    rtol = 1e-5 if z.dtype == np.float32 else 1e-12
+    assert (np.abs(sqdist - chosen) <= rtol * chosen + tol).all()
+
+
+@st.composite
+def search_case(draw):
+    n = draw(st.integers(1, 40 if SIMULATED else 300))
+    k = draw(st.integers(1, 24 if SIMULATED else 2100))
+    d = draw(st.integers(1, 9 if SIMULATED else 70))
+    scale = draw(st.sampled_from([1.0, 1e3]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return (rng.standard_normal((n, d)) * scale).astype(dtype), (rng.standard_normal((k, d)) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@given(case=search_case(), tile=st.sampled_from([None, 1, 5]))
+def test_nearest_matches_reference(impl, case, tile):
+    z, codebook = case
+    kw = {"tile_codes": tile} if impl == "cuda" else {}
+    index, sqdist = run(vq.nearest, impl, z, codebook, **kw)
+    assert sqdist.dtype == z.dtype
+    assert_nearest(z, codebook, index, sqdist)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nearest_exact_ties_go_to_the_lowest_index(impl):
+    codebook = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], np.float32)
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.5, 0.5], [-1.0, 0.0]], np.float32)
+    index, sqdist = run(vq.nearest, impl, z, codebook, **({"tile_codes": 2} if impl == "cuda" else {}))
+    np.testing.assert_array_equal(index, [0, 1, 0, 0, 3])
+    np.testing.assert_array_equal(sqdist, [0.0, 0.0, 1.0, 0.5, 0.0])
+
+
+def test_nearest_cpu_crosses_block_boundaries(monkeypatch):
+    """Small blocks force several row and code blocks, with the best code in a late one."""
+    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(vq, "BLOCK_CODES", 5)
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((31, 3)).astype(np.float32)
+    codebook = np.concatenate([rng.standard_normal((17, 3)) + 5, z[:3]]).astype(np.float32)
+    index, sqdist = vq.nearest(z, codebook, impl="cpu")
+    assert_nearest(z, codebook, index, sqdist)
+    np.testing.assert_array_equal(index[:3], [17, 18, 19])
+
+
+def test_nearest_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"z \[N, D\] and codebook \[K, D\]"):
+        vq.nearest(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        vq.nearest(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@given(n=st.integers(1, 30), k=st.integers(1, 10), d=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
+def test_ema_update_matches_reference(impl, n, k, d, seed):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d)).astype(np.float32)
+    index = rng.integers(0, k, n)
+    counts, sums = run(vq.ema_update, impl, z, index, k)
+    ref_counts, ref_sums = vq.ema_update_reference(z.astype(np.float64), index, k)
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-5, atol=1e-5)
+
+
+def test_ema_update_rejects_out_of_range_indices():
+    with pytest.raises(ValueError, match=r"indices must be in \[0, 3\)"):
+        vq.ema_update(np.zeros((2, 2), np.float32), np.array([0, 3]), 3)
+
+
+@pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
+def test_cupy_inputs_stay_on_the_device():
+    import cupy
+    rng = np.random.default_rng(0)
+    mu, lv, eps = (cupy.asarray(rng.standard_normal((64, 32)).astype(np.float32)) for _ in range(3))
+    z, kl = reparam_kl.forward(mu, lv, eps)
+    assert isinstance(z, cupy.ndarray) and isinstance(kl, cupy.ndarray)
+    index, sqdist = vq.nearest(mu, lv[:16])
+    assert isinstance(index, cupy.ndarray) and index.dtype == np.int64
