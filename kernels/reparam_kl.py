@@ -29,6 +29,7 @@ except ImportError:
     cuda = None
 
 from ._dispatch import CudaLaunch, array_module, check_float, choose
+from ._vmath import expm1
 
 
 def _check(mu, logvar, eps) -> None:
@@ -47,7 +48,7 @@ def forward(mu, logvar, eps, per_element: bool = False, impl: str = None):
         return forward_reference(mu, logvar, eps, per_element)
     if which == "cpu":
         z, kl = np.empty_like(mu), np.empty((len(mu), mu.shape[1] if per_element else 1), mu.dtype)
-        _forward_cpu(mu, logvar, eps, z, kl, per_element, mu.dtype.type(0.5))
+        _forward_cpu(mu, logvar, eps, z, kl, per_element)
         return z, (kl if per_element else kl[:, 0])
     return _forward_cuda(mu, logvar, eps, per_element)
 
@@ -64,8 +65,7 @@ def backward(grad_z, grad_kl, mu, logvar, eps, impl: str = None):
         return backward_reference(grad_z, grad_kl, mu, logvar, eps)
     if which == "cpu":
         g_mu, g_lv = np.empty_like(mu), np.empty_like(mu)
-        _backward_cpu(grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps, g_mu, g_lv,
-                      grad_kl.ndim == 2, mu.dtype.type(0.5))
+        _backward_cpu(grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps, g_mu, g_lv, grad_kl.ndim == 2)
         return g_mu, g_lv
     return _backward_cuda(grad_z, grad_kl, mu, logvar, eps)
 
@@ -88,38 +88,52 @@ def backward_reference(grad_z, grad_kl, mu, logvar, eps):
 
 
 # ---- CPU: one parallel loop over rows, one pass over each row ----------------------------
-# ``half`` is ½ in the arrays' dtype: a Python 0.5 would be float64 in Numba and turn every
-# float32 exp into a double-precision one.
+# The maths runs in float64 on a vectorisable expm1 (see _vmath.py): one expm1(ℓ/2) gives
+# σ = e^(ℓ/2) = em1 + 1 and e^ℓ − 1 = em1 (em1 + 2) without cancellation near ℓ = 0.
+# 'reassoc' lets the row sum vectorise; the order is still fixed by the code, so the same
+# input gives the same bits.
 
-@njit(parallel=True, cache=True)
-def _forward_cpu(mu, logvar, eps, z, kl, per_element, half):
+_FLAGS = {"contract", "reassoc"}
+
+
+@njit(inline="always", fastmath=_FLAGS)
+def _element(m, lv, e):
+    """(z, kl) for one element, in float64."""
+    em1 = expm1(0.5 * lv)
+    return m + (em1 + 1.0) * e, 0.5 * (m * m + em1 * (em1 + 2.0) - lv)
+
+
+@njit(parallel=True, fastmath=_FLAGS, cache=True)
+def _forward_cpu(mu, logvar, eps, z, kl, per_element):
     B, D = mu.shape
     for b in prange(B):
-        total = half - half
-        for d in range(D):
-            m, lv = mu[b, d], logvar[b, d]
-            z[b, d] = m + math.exp(half * lv) * eps[b, d]
-            k = half * (m * m + math.expm1(lv) - lv)
-            if per_element:
-                kl[b, d] = k
-            else:
+        # two loops rather than a branch inside one: a conditional store stops vectorisation
+        if per_element:
+            for d in range(D):
+                z[b, d], kl[b, d] = _element(float(mu[b, d]), float(logvar[b, d]), float(eps[b, d]))
+        else:
+            total = 0.0
+            for d in range(D):
+                z[b, d], k = _element(float(mu[b, d]), float(logvar[b, d]), float(eps[b, d]))
                 total += k
-        if not per_element:
             kl[b, 0] = total
 
 
-@njit(parallel=True, cache=True)
-def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element, half):
+@njit(parallel=True, fastmath=_FLAGS, cache=True)
+def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
     B, D = mu.shape
     for b in prange(B):
         for d in range(D):
-            gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
-            m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
+            gk = float(grad_kl[b, d] if per_element else grad_kl[b, 0])
+            m, lv, gz = float(mu[b, d]), float(logvar[b, d]), float(grad_z[b, d])
+            em1 = expm1(0.5 * lv)
             g_mu[b, d] = gz + gk * m
-            g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
+            g_lv[b, d] = 0.5 * (gz * eps[b, d] * (em1 + 1.0) + gk * em1 * (em1 + 2.0))
 
 
 # ---- CUDA: a block of ROWS rows × LANES lanes; each lane strides over its row ------------
+# ``half`` is ½ in the arrays' dtype: a Python 0.5 is float64 in Numba and would turn every
+# float32 exp into a double-precision one.
 
 LANES, ROWS = 32, 8     # 256 threads; a warp reads 32 consecutive numbers of one row
 

@@ -201,3 +201,27 @@ def test_cupy_inputs_stay_on_the_device():
     assert isinstance(z, cupy.ndarray) and isinstance(kl, cupy.ndarray)
     index, sqdist = vq.nearest(mu, lv[:16])
     assert isinstance(index, cupy.ndarray) and index.dtype == np.int64
+
+
+@given(x=st.one_of(st.floats(-800, 800), st.floats(-1e-6, 1e-6), st.sampled_from([709.78, 709.79, -700.0, 0.0])))
+def test_vectorisable_expm1_matches_numpy_to_a_few_ulp(x):
+    from numba import njit
+
+    from kernels._vmath import expm1
+
+    got = njit(lambda v: expm1(v))(x)
+    with np.errstate(over="ignore"):
+        want = np.expm1(x)
+    if np.isfinite(want):
+        assert abs(got - want) <= 4 * np.spacing(abs(want)) + 1e-300
+    else:
+        assert got == want
+
+
+def test_vectorisable_expm1_passes_nan_and_infinities():
+    from numba import njit
+
+    from kernels._vmath import expm1
+
+    f = njit(lambda v: expm1(v))
+    assert np.isnan(f(np.nan)) and f(np.inf) == np.inf and f(-np.inf) == -1.0

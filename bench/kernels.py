@@ -1,0 +1,225 @@
+"""Kernel benchmark (issue: custom kernels). Prints JSON lines.
+
+CPU (always): fused reparameterize+KL forward and backward vs unfused NumPy and unfused
+PyTorch; nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
+N=2^20, K=2^14, D=8 (an N×K float32 matrix would be 64 GiB) with its peak memory.
+GPU (when CuPy and a device are present): device copy bandwidth; reparam+KL vs unfused
+CuPy and PyTorch eager; search vs torch.cdist+argmin and the matmul form ‖e‖² − 2z·eᵀ +
+argmin (CuPy and PyTorch, TF32 off), with the FP32 matrix-product rate measured in the same
+run as the reference peak.
+
+Ratios are peer time / our time (above 1: we are faster). Run: python bench/kernels.py
+[--repeats N] [--skip-big] [--gpu-only]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+# This script shares its name with the ``kernels`` package it measures: take its own folder
+# off the import path while importing the package, then put it back for ``common``.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from kernels import reparam_kl, vq  # noqa: E402
+
+sys.path.insert(0, _HERE)
+from common import best_of, emit, machine, try_import_torch  # noqa: E402
+
+
+def reparam_bytes(shape, itemsize, direction):
+    n = shape[0] * shape[1]
+    # forward: read μ, ℓ, ε, write z (+ one KL per row); backward: read g_z, μ, ℓ, ε (+ g_kl), write two
+    return (4 * n + shape[0]) * itemsize if direction == "forward" else (6 * n + shape[0]) * itemsize
+
+
+def unfused_numpy_forward(mu, lv, eps):
+    z = mu + np.exp(0.5 * lv) * eps
+    return z, (0.5 * (mu * mu + np.exp(lv) - 1 - lv)).sum(axis=1)
+
+
+def unfused_numpy_backward(gz, gkl, mu, lv, eps):
+    s = np.exp(0.5 * lv)
+    return gz + gkl[:, None] * mu, gz * eps * 0.5 * s + gkl[:, None] * 0.5 * (np.exp(lv) - 1)
+
+
+def torch_forward(torch):
+    def f(mu, lv, eps):
+        z = mu + torch.exp(0.5 * lv) * eps
+        return z, (0.5 * (mu * mu + torch.exp(lv) - 1 - lv)).sum(dim=1)
+    return f
+
+
+def torch_backward(torch):
+    def f(gz, gkl, mu, lv, eps):
+        s = torch.exp(0.5 * lv)
+        return gz + gkl[:, None] * mu, gz * eps * 0.5 * s + gkl[:, None] * 0.5 * (torch.exp(lv) - 1)
+    return f
+
+
+def cpu_reparam(torch, repeats):
+    rng = np.random.default_rng(0)
+    for shape in [(4096, 256), (65536, 64)]:
+        mu, lv, eps, gz = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
+        gkl = rng.standard_normal(shape[0]).astype(np.float32)
+        for direction in ("forward", "backward"):
+            if direction == "forward":
+                ours = best_of(lambda: reparam_kl.forward(mu, lv, eps, impl="cpu"), repeats)
+                numpy_t = best_of(lambda: unfused_numpy_forward(mu, lv, eps), repeats)
+            else:
+                ours = best_of(lambda: reparam_kl.backward(gz, gkl, mu, lv, eps, impl="cpu"), repeats)
+                numpy_t = best_of(lambda: unfused_numpy_backward(gz, gkl, mu, lv, eps), repeats)
+            nbytes = reparam_bytes(shape, 4, direction)
+            rec = dict(op=f"reparam_kl_{direction}", impl="numba-cpu", shape=list(shape), dtype="float32",
+                       device="cpu", machine=machine(), min_ms=ours * 1e3, gb_per_s=nbytes / ours / 1e9,
+                       numpy_unfused_ms=numpy_t * 1e3, speedup_vs_numpy=numpy_t / ours)
+            if torch is not None:
+                ts = [torch.from_numpy(a) for a in (mu, lv, eps, gz, gkl)]
+                if direction == "forward":
+                    peer = best_of(lambda: torch_forward(torch)(*ts[:3]), repeats)
+                else:
+                    peer = best_of(lambda: torch_backward(torch)(ts[3], ts[4], *ts[:3]), repeats)
+                rec.update(torch_unfused_ms=peer * 1e3, speedup_vs_torch=peer / ours)
+            emit(**rec)
+
+
+def cpu_search(repeats, skip_big):
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    rng = np.random.default_rng(0)
+    for n, k, d in [(16384, 512, 64), (65536, 1024, 64)]:
+        z = rng.standard_normal((n, d)).astype(np.float32)
+        codes = rng.standard_normal((k, d)).astype(np.float32)
+        ours = best_of(lambda: vq.nearest(z, codes, impl="cpu"), repeats, warmup=2)
+        rec = dict(op="vq_nearest", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
+                   machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9)
+        if faiss is not None:
+            index = faiss.IndexFlatL2(d)
+            index.add(codes)
+            peer = best_of(lambda: index.search(z, 1), repeats, warmup=2)
+            agree = float((index.search(z, 1)[1][:, 0] == vq.nearest(z, codes)[0]).mean())
+            rec.update(faiss_ms=peer * 1e3, speedup_vs_faiss=peer / ours, index_agreement=agree)
+        emit(**rec)
+    if skip_big:
+        return
+    n, k, d = 2 ** 20, 2 ** 14, 8
+    z = rng.standard_normal((n, d)).astype(np.float32)
+    codes = rng.standard_normal((k, d)).astype(np.float32)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    index, _ = vq.nearest(z, codes, impl="cpu")
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    emit(op="vq_nearest_big", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
+         machine=machine(), seconds=seconds, gflop_per_s=2 * n * k * d / seconds / 1e9,
+         dense_matrix_would_need_gib=n * k * 4 / 2**30, process_peak_rss_mib=peak / 1024,
+         peak_rss_growth_mib=(peak - before) / 1024, inputs_mib=(z.nbytes + codes.nbytes) / 2**20,
+         spot_check_exact=bool((index[:256] == vq.nearest_reference(z[:256], codes)[0]).all()))
+
+
+def gpu_best_ms(fn, repeats=30, warmup=5):
+    """Minimum of CUDA-event times over repeats (CuPy's current stream)."""
+    import cupy
+    for _ in range(warmup):
+        fn()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    best = float("inf")
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, cupy.cuda.get_elapsed_time(start, end))
+    return best
+
+
+def gpu(torch, repeats):
+    import cupy
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    where = dict(device="cuda", gpu=name)
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    # copy bandwidth: bytes read + written by a device-to-device copy of 1 GiB
+    src = cupy.ones(2 ** 28, cupy.float32)
+    dst = cupy.empty_like(src)
+    copy_ms = gpu_best_ms(lambda: dst.__setitem__(Ellipsis, src), repeats)
+    copy_gbs = 2 * src.nbytes / copy_ms / 1e6
+    emit(op="device_copy", shape=[2 ** 28], dtype="float32", min_ms=copy_ms, gb_per_s=copy_gbs, **where)
+    del src, dst
+
+    rng = cupy.random.default_rng(0)
+    for shape in [(65536, 256), (2 ** 18, 64)]:        # 2^24 elements each
+        mu, lv, eps, gz = (rng.standard_normal(shape, dtype=cupy.float32) for _ in range(4))
+        gkl = rng.standard_normal(shape[0], dtype=cupy.float32)
+        fwd = gpu_best_ms(lambda: reparam_kl.forward(mu, lv, eps), repeats)
+        bwd = gpu_best_ms(lambda: reparam_kl.backward(gz, gkl, mu, lv, eps), repeats)
+        nbytes = reparam_bytes(shape, 4, "forward") + reparam_bytes(shape, 4, "backward")
+        unf = gpu_best_ms(lambda: (reparam_kl.forward_reference(mu, lv, eps),
+                                   reparam_kl.backward_reference(gz, gkl, mu, lv, eps)), repeats)
+        rec = dict(op="reparam_kl_forward+backward", impl="numba-cuda", shape=list(shape), dtype="float32",
+                   forward_ms=fwd, backward_ms=bwd, gb_per_s=nbytes / (fwd + bwd) / 1e6,
+                   fraction_of_copy_bandwidth=nbytes / (fwd + bwd) / 1e6 / copy_gbs,
+                   cupy_unfused_ms=unf, speedup_vs_cupy=unf / (fwd + bwd), **where)
+        if torch is not None:
+            ts = [torch.as_tensor(a, device="cuda") for a in (mu, lv, eps, gz, gkl)]
+            tf, tb = torch_forward(torch), torch_backward(torch)
+            peer = gpu_best_ms(lambda: (tf(*ts[:3]), tb(ts[3], ts[4], *ts[:3])), repeats)
+            rec.update(torch_eager_ms=peer, speedup_vs_torch=peer / (fwd + bwd))
+        emit(**rec)
+
+    sgemm_tflops = None
+    if torch is not None:
+        a = torch.randn(8192, 8192, device="cuda")
+        ms = gpu_best_ms(lambda: a @ a, 10)
+        sgemm_tflops = 2 * 8192 ** 3 / ms / 1e9
+        emit(op="fp32_matmul_reference_peak", shape=[8192, 8192, 8192], dtype="float32", tf32=False, min_ms=ms,
+             tflop_per_s=sgemm_tflops, **where)
+    for n, k, d in [(65536, 1024, 64), (2 ** 20, 4096, 64), (2 ** 20, 16384, 64)]:
+        z = rng.standard_normal((n, d), dtype=cupy.float32)
+        codes = rng.standard_normal((k, d), dtype=cupy.float32)
+        ours = gpu_best_ms(lambda: vq.nearest(z, codes), max(5, repeats // 3), warmup=2)
+        tflops = 2 * n * k * d / ours / 1e9
+        rec = dict(op="vq_nearest", impl="numba-cuda", shape=[n, k, d], dtype="float32", min_ms=ours,
+                   tflop_per_s=tflops, **where)
+        if sgemm_tflops:
+            rec["fraction_of_measured_fp32_matmul_peak"] = tflops / sgemm_tflops
+        e_sq = (codes * codes).sum(axis=1)
+        if n * k * 4 <= 2 ** 33:        # the peers build the N×K matrix: skip where it passes 8 GiB
+            cp_ms = gpu_best_ms(lambda: cupy.argmin(e_sq[None, :] - 2 * z @ codes.T, axis=1), 5, 2)
+            rec.update(cupy_matmul_form_ms=cp_ms, speedup_vs_cupy_matmul_form=cp_ms / ours)
+            if torch is not None:
+                tz, tc = torch.as_tensor(z, device="cuda"), torch.as_tensor(codes, device="cuda")
+                tsq = torch.as_tensor(e_sq, device="cuda")
+                cd_ms = gpu_best_ms(lambda: torch.cdist(tz, tc).argmin(dim=1), 5, 2)
+                mm_ms = gpu_best_ms(lambda: (tsq[None, :] - 2 * tz @ tc.T).argmin(dim=1), 5, 2)
+                rec.update(torch_cdist_argmin_ms=cd_ms, speedup_vs_torch_cdist=cd_ms / ours,
+                           torch_matmul_form_ms=mm_ms, speedup_vs_torch_matmul_form=mm_ms / ours)
+        emit(**rec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--skip-big", action="store_true", help="skip the N=2^20, K=2^14 CPU search")
+    ap.add_argument("--gpu-only", action="store_true")
+    args = ap.parse_args()
+    torch = try_import_torch(os.cpu_count())
+    if not args.gpu_only:
+        cpu_reparam(torch, args.repeats)
+        cpu_search(args.repeats, args.skip_big)
+    from tinyvae.backend import cuda_available
+    if cuda_available():
+        gpu(torch, args.repeats)
+    else:
+        emit(op="gpu_section", skipped="no CuPy with a CUDA device on this machine")
+
+
+if __name__ == "__main__":
+    main()
