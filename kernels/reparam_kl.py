@@ -138,16 +138,19 @@ def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
 LANES, ROWS = 32, 8     # 256 threads; a warp reads 32 consecutive numbers of one row
 
 
-def _cuda_kernels():
-    """Compile the CUDA kernels once, on first use. ``cuda`` must stay a module global: the
-    CUDA simulator swaps it for its own module while a kernel runs."""
-    global _CUDA
-    if _CUDA is None:
+def _cuda_kernels(dtype):
+    """The CUDA kernels for one dtype, compiled once on first use. ``cuda`` must stay a module
+    global: the CUDA simulator swaps it for its own module while a kernel runs."""
+    key = np.dtype(dtype).str
+    if key not in _CUDA:
+        from numba import types as nbt
+        nb = nbt.float32 if np.dtype(dtype) == np.float32 else nbt.float64
+
         @cuda.jit(cache=True)
         def fwd(mu, logvar, eps, z, kl, per_element, half):
             lane, row_in_block = cuda.threadIdx.x, cuda.threadIdx.y
             b = cuda.blockIdx.x * ROWS + row_in_block
-            partial = cuda.shared.array((ROWS, LANES), dtype=mu.dtype)
+            partial = cuda.shared.array((ROWS, LANES), dtype=nb)
             total = half - half
             if b < mu.shape[0]:
                 for d in range(lane, mu.shape[1], LANES):
@@ -183,11 +186,11 @@ def _cuda_kernels():
                 g_mu[b, d] = gz + gk * m
                 g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
 
-        _CUDA = (fwd, bwd)
-    return _CUDA
+        _CUDA[key] = (fwd, bwd)
+    return _CUDA[key]
 
 
-_CUDA = None
+_CUDA: dict = {}
 
 
 def _grid(rows: int) -> tuple:
@@ -195,7 +198,7 @@ def _grid(rows: int) -> tuple:
 
 
 def _forward_cuda(mu, logvar, eps, per_element):
-    fwd, _ = _cuda_kernels()
+    fwd, _ = _cuda_kernels(mu.dtype)
     L = CudaLaunch(mu)
     B, D = mu.shape
     z = L.empty((B, D), mu.dtype)
@@ -209,7 +212,7 @@ def _forward_cuda(mu, logvar, eps, per_element):
 
 
 def _backward_cuda(grad_z, grad_kl, mu, logvar, eps):
-    _, bwd = _cuda_kernels()
+    _, bwd = _cuda_kernels(mu.dtype)
     L = CudaLaunch(mu)
     B, D = mu.shape
     per_element = grad_kl.ndim == 2

@@ -248,13 +248,13 @@ def _ema_cuda(z, index, num_codes):
     global _ema_kernel
     if _ema_kernel is None:
         @cuda.jit
-        def kernel(z, index, counts, sums):
+        def kernel(z, index, counts, sums, one):
             i, c = cuda.grid(2)
             if i < z.shape[0] and c < z.shape[1]:
                 k = index[i]
                 cuda.atomic.add(sums, (k, c), z[i, c])
                 if c == 0:
-                    cuda.atomic.add(counts, k, 1)
+                    cuda.atomic.add(counts, k, one)
         _ema_kernel = kernel
     L = CudaLaunch(z)
     n, d = z.shape
@@ -262,7 +262,8 @@ def _ema_cuda(z, index, num_codes):
     if n:
         block = (8, 32)
         grid = ((n + 7) // 8, (d + 31) // 32)
-        _ema_kernel[grid, block, L.stream](L.input(z), L.input(index.astype(np.int64)), counts, sums)
+        _ema_kernel[grid, block, L.stream](L.input(z), L.input(index.astype(np.int64)), counts, sums,
+                                           z.dtype.type(1))
     return L.output(counts), L.output(sums)
 
 

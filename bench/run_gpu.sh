@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# What a lent GPU machine runs (device tool): the GPU-only tests on the device, then the
+# kernel benchmark. Logs go to $OUT (or ./gpu-out). Run from the repository root.
+set -uo pipefail
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import cupy, numba, numba_cuda, numpy; print('cupy', cupy.__version__, 'numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'numpy', numpy.__version__)"
+} 2>&1 | tee "$out/env.txt"
+python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_ops_catalog.py tests/test_vq_layer.py \
+  -k "cuda or cupy or vq or reparam" 2>&1 | tee "$out/gpu_tests.txt" | tail -25
+python3 bench/kernels.py --gpu-only --repeats 30 2>&1 | tee "$out/bench_kernels_gpu.jsonl"
