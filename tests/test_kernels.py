@@ -20,7 +20,7 @@ def run(fn, impl, *arrays, **kw):
     """Call a kernel; on a real GPU, pass CuPy arrays (the production path) and bring results back."""
     if impl == "cuda" and GPU:
         import cupy
-        out = fn(*[cupy.asarray(a) for a in arrays], impl=impl, **kw)
+        out = fn(*[cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays], impl=impl, **kw)
         return tuple(cupy.asnumpy(o) for o in out)
     return fn(*arrays, impl=impl, **kw)
 
