@@ -48,7 +48,7 @@ def forward(mu, logvar, eps, per_element: bool = False, impl: str = None):
         return forward_reference(mu, logvar, eps, per_element)
     if which == "cpu":
         z, kl = np.empty_like(mu), np.empty((len(mu), mu.shape[1] if per_element else 1), mu.dtype)
-        _forward_cpu(mu, logvar, eps, z, kl, per_element)
+        _forward_cpu[mu.size >= PARALLEL_MIN_ELEMENTS](mu, logvar, eps, z, kl, per_element)
         return z, (kl if per_element else kl[:, 0])
     return _forward_cuda(mu, logvar, eps, per_element)
 
@@ -65,7 +65,8 @@ def backward(grad_z, grad_kl, mu, logvar, eps, impl: str = None):
         return backward_reference(grad_z, grad_kl, mu, logvar, eps)
     if which == "cpu":
         g_mu, g_lv = np.empty_like(mu), np.empty_like(mu)
-        _backward_cpu(grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps, g_mu, g_lv, grad_kl.ndim == 2)
+        _backward_cpu[mu.size >= PARALLEL_MIN_ELEMENTS](grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps,
+                                                        g_mu, g_lv, grad_kl.ndim == 2)
         return g_mu, g_lv
     return _backward_cuda(grad_z, grad_kl, mu, logvar, eps)
 
@@ -103,8 +104,7 @@ def _element(m, lv, e):
     return m + (em1 + 1.0) * e, 0.5 * (m * m + em1 * (em1 + 2.0) - lv)
 
 
-@njit(parallel=True, fastmath=_FLAGS, cache=True)
-def _forward_cpu(mu, logvar, eps, z, kl, per_element):
+def _forward_rows(mu, logvar, eps, z, kl, per_element):
     B, D = mu.shape
     for b in prange(B):
         # two loops rather than a branch inside one: a conditional store stops vectorisation
@@ -119,8 +119,7 @@ def _forward_cpu(mu, logvar, eps, z, kl, per_element):
             kl[b, 0] = total
 
 
-@njit(parallel=True, fastmath=_FLAGS, cache=True)
-def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
+def _backward_rows(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
     B, D = mu.shape
     for b in prange(B):
         for d in range(D):
@@ -129,6 +128,15 @@ def _backward_cpu(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
             em1 = expm1(0.5 * lv)
             g_mu[b, d] = gz + gk * m
             g_lv[b, d] = 0.5 * (gz * eps[b, d] * (em1 + 1.0) + gk * em1 * (em1 + 2.0))
+
+
+# Each loop is compiled twice: threaded for large inputs, single-threaded for small ones,
+# where waking Numba's threads while BLAS's threads still spin cost milliseconds.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+_forward_cpu = (njit(fastmath=_FLAGS, cache=True)(_forward_rows),
+                njit(parallel=True, fastmath=_FLAGS, cache=True)(_forward_rows))
+_backward_cpu = (njit(fastmath=_FLAGS, cache=True)(_backward_rows),
+                 njit(parallel=True, fastmath=_FLAGS, cache=True)(_backward_rows))
 
 
 # ---- CUDA: a block of ROWS rows × LANES lanes; each lane strides over its row ------------

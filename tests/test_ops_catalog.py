@@ -76,6 +76,30 @@ def test_float32_gradient_close_to_float64(case, data):
         np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4 * (1 + np.abs(g64).max()))
 
 
+class _DtypeProbe(tv.Function):
+    """Identity whose backward records the dtype of the gradient reaching it."""
+    seen = []
+
+    def forward(self, x):
+        return x
+
+    def backward(self, gy):
+        _DtypeProbe.seen.append(gy.dtype)
+        return gy
+
+
+@pytest.mark.parametrize("case", CATALOG, ids=IDS)
+@given(data=st.data())
+def test_float32_gradients_stay_float32_inside_the_graph(case, data):
+    """Not only at the leaves (where accumulation casts): every gradient an op passes back."""
+    arrays = data.draw(case_arrays(case))
+    ts = [tv.tensor(a, dtype=np.float32, requires_grad=True) for a in arrays]
+    _DtypeProbe.seen = []
+    outs = _tuple(case.fn(*[_DtypeProbe()(t) for t in ts]))
+    sum(F.sum(o * o) for o in outs).backward()
+    assert _DtypeProbe.seen and all(d == np.float32 for d in _DtypeProbe.seen), _DtypeProbe.seen
+
+
 @pytest.mark.skipif(not backend.cuda_available(), reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("case", CATALOG, ids=IDS)
 @given(data=st.data())

@@ -131,9 +131,18 @@ class Tanh(Function):
 
 
 def stable_sigmoid(x):
-    """σ(x) = exp(-log(1 + e^-x)), exact in both tails and overflow-free."""
+    """σ(x) from e = exp(−|x|) ≤ 1: 1/(1 + e) for x ≥ 0, e/(1 + e) below, exact in both tails
+    and overflow-free (NaN stays NaN)."""
     xp = backend.array_module(x)
-    return xp.exp(-xp.logaddexp(0, -x))
+    e = xp.exp(-xp.abs(x))
+    r = 1 / (1 + e)
+    return xp.where(x >= 0, r, e * r)
+
+
+def log1p_exp_neg_abs(x):
+    """log(1 + e^−|x|) ∈ (0, log 2]: the part of softplus that cannot overflow."""
+    xp = backend.array_module(x)
+    return xp.log1p(xp.exp(-xp.abs(x)))
 
 
 class Sigmoid(Function):
@@ -169,22 +178,22 @@ class LeakyRelu(Function):
 
 
 class Softplus(Function):
-    """softplus(x) = log(1 + e^x), computed as logaddexp(0, x); derivative σ(x)."""
+    """softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|); derivative σ(x)."""
 
     def forward(self, x):
         self.saved = x
-        return backend.array_module(x).logaddexp(0, x)
+        return backend.array_module(x).maximum(x, 0) + log1p_exp_neg_abs(x)
 
     def backward(self, gy):
         return gy * stable_sigmoid(self.saved)
 
 
 class LogSigmoid(Function):
-    """log σ(x) = -softplus(-x); derivative σ(-x)."""
+    """log σ(x) = −softplus(−x) = min(x, 0) − log(1 + e^−|x|); derivative σ(−x)."""
 
     def forward(self, x):
         self.saved = x
-        return -backend.array_module(x).logaddexp(0, -x)
+        return backend.array_module(x).minimum(x, 0) - log1p_exp_neg_abs(x)
 
     def backward(self, gy):
         return gy * stable_sigmoid(-self.saved)
@@ -247,7 +256,7 @@ class Maximum(Function):
 
     def backward(self, gy):
         a, b = self.saved
-        share = (a > b) + 0.5 * (a == b)
+        share = ((a > b) + 0.5 * (a == b)).astype(gy.dtype)   # bool + 0.5·bool is float64
         return gy * share, gy * (1 - share)
 
 
@@ -258,7 +267,7 @@ class Minimum(Function):
 
     def backward(self, gy):
         a, b = self.saved
-        share = (a < b) + 0.5 * (a == b)
+        share = ((a < b) + 0.5 * (a == b)).astype(gy.dtype)
         return gy * share, gy * (1 - share)
 
 

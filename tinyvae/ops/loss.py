@@ -1,7 +1,7 @@
 """The one loss that needs its own primitive for numerical stability."""
 from .. import backend
 from ..autograd import Function
-from .elementwise import stable_sigmoid
+from .elementwise import log1p_exp_neg_abs, stable_sigmoid
 
 
 class BCEWithLogits(Function):
@@ -11,7 +11,7 @@ class BCEWithLogits(Function):
     def forward(self, x, t):
         xp = backend.array_module(x)
         self.saved = (x, t)
-        return xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+        return xp.maximum(x, 0) - x * t + log1p_exp_neg_abs(x)
 
     def backward(self, gy):
         x, t = self.saved

@@ -1,0 +1,156 @@
+"""MNIST and Fashion-MNIST from their standard idx.gz files.
+
+Files are looked up in ``data_dir`` (``--data-dir``), then ``$TINYVAE_DATA``, then
+``~/.cache/tinyvae``, each as ``<root>/<dataset>/<file>.gz``; if absent everywhere they
+are downloaded into the cache from the standard public mirrors. Every file is checked by
+the SHA-256 of its *decompressed* content (the same for every mirror, unlike the .gz
+bytes) before any of it is used; a truncated or altered file is rejected.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+SHA256 = {   # of the decompressed idx files
+    "mnist": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+
+MIRRORS = {   # the locations torchvision / Keras use for MNIST, Zalando's for Fashion-MNIST
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+
+DATASETS = tuple(SHA256)
+
+
+class DataError(RuntimeError):
+    """A data file is missing, cannot be downloaded, or fails its checksum."""
+
+
+def search_roots(data_dir: Optional[str] = None) -> list:
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get("TINYVAE_DATA"):
+        roots.append(Path(os.environ["TINYVAE_DATA"]))
+    roots.append(Path.home() / ".cache" / "tinyvae")
+    return roots
+
+
+def _verified_content(path: Path, dataset: str, name: str) -> bytes:
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable gzip file ({e}); delete it and fetch it again") from None
+    if hashlib.sha256(raw).hexdigest() != SHA256[dataset][name]:
+        raise DataError(f"{path} fails its SHA-256 check (truncated or altered); delete it and fetch it again")
+    return raw
+
+
+def _download(dataset: str, name: str, target: Path) -> list:
+    """Try every mirror; return the failure messages (empty on success)."""
+    failures = []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for base in MIRRORS[dataset]:
+        url = base + name + ".gz"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                blob = response.read()
+        except (urllib.error.URLError, OSError) as e:
+            failures.append(f"{url}: {getattr(e, 'reason', e)}")
+            continue
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        try:
+            _verified_content(Path(tmp), dataset, name)
+        except DataError as e:
+            os.unlink(tmp)
+            failures.append(f"{url}: {e}")
+            continue
+        os.replace(tmp, target)
+        return []
+    return failures
+
+
+def locate(dataset: str, name: str, data_dir: Optional[str] = None, download: bool = True) -> Path:
+    """Path of a verified ``<name>.gz``: found in the search roots, or downloaded into the cache."""
+    if dataset not in SHA256:
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    roots = search_roots(data_dir)
+    candidates = [root / dataset / (name + ".gz") for root in roots]
+    for path in candidates:
+        if path.is_file():
+            _verified_content(path, dataset, name)   # raises on a corrupt file: never half-used
+            return path
+    failures = _download(dataset, name, candidates[-1]) if download else ["downloads disabled"]
+    if not failures:
+        return candidates[-1]
+    raise DataError(f"{dataset} file {name}.gz not found; looked in {', '.join(str(c) for c in candidates)}; "
+                    f"download failed ({'; '.join(failures)}). Put the four idx .gz files in "
+                    f"<dir>/{dataset}/ and pass --data-dir <dir> or set TINYVAE_DATA=<dir>")
+
+
+def parse_idx(raw: bytes, name: str) -> np.ndarray:
+    """idx format: magic (2051 images, 2049 labels), big-endian int32 sizes, then uint8 data."""
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = {2051: 3, 2049: 1}.get(magic)
+    if ndim is None:
+        raise DataError(f"{name}: bad idx magic number {magic}")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{name}: expected {dims} values, found {data.size}")
+    return data.reshape(dims)
+
+
+def load(dataset: str = "mnist", split: str = "train", data_dir: Optional[str] = None,
+         download: bool = True) -> tuple:
+    """(images [N, 28, 28] uint8, labels [N] uint8) of one split ('train' or 'test')."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    arrays = []
+    for kind in ("images", "labels"):
+        name = FILES[f"{split}_{kind}"]
+        path = locate(dataset, name, data_dir, download)
+        arrays.append(parse_idx(_verified_content(path, dataset, name), name))
+    return tuple(arrays)
+
+
+def to_unit_interval(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 28, 28] → float32 [N, 784] in [0, 1] (continuous pixels, Gaussian likelihoods)."""
+    return (images.reshape(len(images), -1) / np.float32(255)).astype(np.float32)
+
+
+def binarize(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dynamic binarization: a fresh Bernoulli(pixel) draw every time (the IWAE paper's protocol)."""
+    return (rng.random(pixels.shape, dtype=np.float32) < pixels).astype(np.float32)
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = True) -> Iterator[np.ndarray]:
+    """Index arrays of consecutive batches over a (seeded) permutation of range(n); the last may be short."""
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
