@@ -1,5 +1,12 @@
-"""See the tape: Graphviz DOT text of the graph recorded behind a tensor (no graphviz needed)."""
+"""Pictures: Graphviz DOT text of a recorded graph (``to_dot``), and PNG grids of images.
+
+No graphviz is needed to produce the DOT text; PNGs are written with Pillow.
+"""
 from __future__ import annotations
+
+import os
+
+import numpy as np
 
 from .tensor import Tensor
 
@@ -33,3 +40,29 @@ def to_dot(root: Tensor) -> str:
             stack.append(x)
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def image_grid(images: np.ndarray, columns: int, padding: int = 2, scale: int = 2) -> np.ndarray:
+    """Tile images [N, H, W] with values in [0, 1] into one uint8 picture: ``columns`` per row,
+    ``padding`` grey pixels between tiles, each pixel drawn ``scale``×``scale`` so 28×28 digits
+    are large enough to look at. Missing tiles at the end stay grey."""
+    images = np.clip(np.asarray(images, np.float64), 0, 1)
+    n, h, w = images.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding), 0.5)
+    for i, img in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top:top + h, left:left + w] = img
+    grid = np.kron(grid, np.ones((scale, scale)))
+    return (grid * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(path: str, picture: np.ndarray) -> None:
+    """Write a greyscale uint8 array as a PNG (via a temporary file, then rename)."""
+    from PIL import Image
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    Image.fromarray(picture, mode="L").save(tmp, format="PNG")
+    os.replace(tmp, path)
