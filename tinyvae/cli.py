@@ -131,12 +131,12 @@ def main(argv: Optional[list] = None) -> int:
     handlers = {"train": _train, "eval": _eval}
     try:
         handlers.get(args.command, _picture)(args)
+    except (T.TrainingError, CheckpointError, DataError, OSError) as e:   # before ValueError: CheckpointError is one
+        print(f"tinyvae: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, TypeError) as e:
         print(f"tinyvae: error: {e}", file=sys.stderr)
         return 2
-    except (T.TrainingError, CheckpointError, DataError, OSError) as e:
-        print(f"tinyvae: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("tinyvae: interrupted; the last completed epoch's checkpoint is intact", file=sys.stderr)
         return 130
