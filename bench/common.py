@@ -4,8 +4,15 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from typing import Callable, Optional
+
+# bench/kernels.py shares its name with the ``kernels`` package it measures. Every benchmark
+# imports this module first; taking this folder off the import path here makes ``import
+# kernels`` (directly, or inside tinyvae) find the package rather than that script.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 
 def best_of(fn: Callable[[], object], repeats: int = 20, warmup: int = 3, sync: Optional[Callable] = None) -> float:

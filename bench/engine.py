@@ -9,6 +9,8 @@ Run: python bench/engine.py [--repeats N]
 """
 from __future__ import annotations
 
+from common import best_of, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+
 import argparse
 import os
 
@@ -17,7 +19,6 @@ import numpy as np
 import tinyvae as tv
 from tinyvae import functional as F
 
-from common import best_of, emit, machine, try_import_torch
 
 CHAIN = 200
 

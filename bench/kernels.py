@@ -16,19 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 
-import numpy as np
+from common import best_of, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
 
-# This script shares its name with the ``kernels`` package it measures: take its own folder
-# off the import path while importing the package, then put it back for ``common``.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import numpy as np  # noqa: E402
+
 from kernels import reparam_kl, vq  # noqa: E402
-
-sys.path.insert(0, _HERE)
-from common import best_of, emit, machine, try_import_torch  # noqa: E402
 
 
 def reparam_bytes(shape, itemsize, direction):

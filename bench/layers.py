@@ -8,6 +8,8 @@ Run: python bench/layers.py [--repeats N]
 """
 from __future__ import annotations
 
+from common import best_of, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+
 import argparse
 import os
 import tracemalloc
@@ -17,7 +19,6 @@ import numpy as np
 import tinyvae as tv
 from tinyvae import nn
 
-from common import best_of, emit, machine, try_import_torch
 
 CASES = [  # name, our layer, torch factory, input shape
     ("Conv2d 1->32 k4 s2 p1", lambda: nn.Conv2d(1, 32, 4, 2, 1), lambda t: t.nn.Conv2d(1, 32, 4, 2, 1), (128, 1, 28, 28)),

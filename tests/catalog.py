@@ -50,6 +50,12 @@ def matmul_shapes(draw):
     return [a, b]
 
 
+def linear_shapes(draw):
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=MAX_SIDE))
+    i, o = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return [lead + (i,), (o, i), (o,)]
+
+
 def same(n):
     def draw_shapes(draw):
         shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=MAX_SIDE))
@@ -131,6 +137,8 @@ CATALOG = [
     OpCase("rdiv_scalar", lambda a: 2.0 / a, lambda a: 2.0 / a, unary(), domain="nonzero"),
     OpCase("neg", lambda a: -a, np.negative, unary()),
     OpCase("matmul", lambda a, b: a @ b, np.matmul, matmul_shapes),
+    OpCase("linear", lambda x, w, b: F.linear(x, w, b), lambda x, w, b: x @ w.T + b, linear_shapes),
+    OpCase("linear_no_bias", lambda x, w: F.linear(x, w), lambda x, w: x @ w.T, lambda d: linear_shapes(d)[:2]),
     # pointwise maths
     OpCase("exp", F.exp, np.exp, unary()),
     OpCase("log", F.log, np.log, unary(), domain="positive"),

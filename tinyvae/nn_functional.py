@@ -6,14 +6,14 @@ from __future__ import annotations
 from . import backend
 from .functional import broadcast_to, getitem, mean, reshape, sqrt, var
 from .ops import conv as _conv
+from .ops import linalg as _linalg
 from .random import get_rng
 from .tensor import Tensor
 
 
 def linear(x, weight, bias=None) -> Tensor:
-    """y = x Wᵀ + b with W [out, in] (PyTorch's layout)."""
-    y = x @ weight.T
-    return y + bias if bias is not None else y
+    """y = x Wᵀ + b with W [out, in] (PyTorch's layout), one node."""
+    return _linalg.Linear()(x, weight) if bias is None else _linalg.Linear()(x, weight, bias)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1) -> Tensor:

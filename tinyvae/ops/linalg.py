@@ -35,3 +35,26 @@ class MatMul(Function):
         if b.ndim == 1 and gb is not None:
             gb = gb[..., 0]
         return ga, gb
+
+
+class Linear(Function):
+    """y = x Wᵀ + b for x [..., in], W [out, in], b [out], as one node (PyTorch's addmm).
+    dx = g W,  dW = gᵀ x (contiguous, [out, in]),  db = Σ g over the leading axes."""
+
+    def forward(self, x, weight, bias=None):
+        if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input features {x.shape[-1:] if x.ndim else ()} do not match "
+                             f"weight shape {weight.shape}")
+        self.saved = (x, weight)
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, gy):
+        x, weight = self.saved
+        g2 = gy.reshape(-1, gy.shape[-1])
+        gx = gy @ weight if self.needs_grad(0) else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if self.needs_grad(1) else None
+        gb = g2.sum(axis=0) if len(self.inputs) > 2 and self.needs_grad(2) else None
+        return gx, gw, gb

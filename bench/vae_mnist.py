@@ -1,0 +1,137 @@
+"""VAE training benchmark (issue: the VAE). Trains the preset with tinyvae and, where PyTorch is
+installed, the same architecture in PyTorch with the same settings (batch 128, Adam lr 1e-3,
+dynamic binarization, one-sample analytic-KL ELBO), in the same run, on the same threads.
+Prints one JSON line: seconds per epoch (training loop only), test ELBO and test NLL (IWAE
+with --iwae-k samples) for both, and the ratios.
+
+Run: TINYVAE_DATA=../shared/data python bench/vae_mnist.py --epochs 10 [--model conv] [--iwae-k 100]
+"""
+from __future__ import annotations
+
+from common import emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+
+import tinyvae as tv
+from tinyvae import data, objectives, optim
+from tinyvae.train import Config, _init_weights, evaluate, make_model
+
+
+
+def train_ours(config: Config, train_pixels, test_pixels, iwae_k):
+    model = make_model(config)
+    rng = np.random.default_rng(config.seed)
+    _init_weights(model, rng)
+    opt = optim.Adam(model.parameters(), lr=config.lr)
+    seconds = []
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        for idx in data.batches(len(train_pixels), config.batch_size, rng):
+            x = tv.tensor(data.binarize(train_pixels[idx], rng))
+            loss = objectives.training_loss(objectives.elbo_terms(model, x, rng))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds.append(time.perf_counter() - t0)
+    result = evaluate(model, test_pixels, np.random.default_rng(123), iwae_k=iwae_k)
+    return seconds, result["test_elbo"], result.get("test_nll_iwae")
+
+
+def torch_model(torch, preset: str, latent: int):
+    nn = torch.nn
+    if preset == "mlp":
+        enc = nn.Sequential(nn.Linear(784, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 2 * latent))
+        dec = nn.Sequential(nn.Linear(latent, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784))
+    else:
+        enc = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(),
+                            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 2 * latent))
+        dec = nn.Sequential(nn.Linear(latent, 3136), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1),
+                            nn.Flatten())
+    return enc, dec
+
+
+def torch_terms(torch, enc, dec, x, latent, k=1):
+    """log weights [k, N] (k > 1) or (recon, kl) per example (k == 1), mirroring tinyvae's model."""
+    F = torch.nn.functional
+    h = enc(x)
+    mu, logvar = h[:, :latent], 20 * torch.tanh(h[:, latent:] / 20)   # the same soft clamp
+    if k == 1:
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = -F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(1)
+        kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar).sum(1)
+        return recon, kl
+    rows = []
+    for _ in range(k):
+        eps = torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        log_q = (-0.5 * (math.log(2 * math.pi) + logvar + eps * eps)).sum(1)
+        log_p = (-0.5 * (math.log(2 * math.pi) + z * z)).sum(1)
+        rows.append(-F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(1) + log_p - log_q)
+    return torch.stack(rows)
+
+
+def train_torch(torch, config: Config, latent, train_pixels, test_pixels, iwae_k):
+    torch.manual_seed(config.seed)
+    enc, dec = torch_model(torch, config.model, latent)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    seconds = []
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        for idx in data.batches(len(train_pixels), config.batch_size, rng):
+            x = torch.from_numpy(data.binarize(train_pixels[idx], rng))
+            recon, kl = torch_terms(torch, enc, dec, x, latent)
+            loss = -(recon - kl).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds.append(time.perf_counter() - t0)
+    binary = torch.from_numpy(data.binarize(test_pixels, np.random.default_rng(123)))
+    elbo, iwae = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(binary), 500):
+            x = binary[start:start + 500]
+            recon, kl = torch_terms(torch, enc, dec, x, latent)
+            elbo += float((recon - kl).sum())
+            if iwae_k:
+                done = []
+                for c in range(0, iwae_k, 100):
+                    done.append(torch.logsumexp(torch_terms(torch, enc, dec, x, latent, min(100, iwae_k - c)), 0))
+                iwae += float((torch.logsumexp(torch.stack(done), 0) - math.log(iwae_k)).sum())
+    return seconds, elbo / len(binary), (-iwae / len(binary) if iwae_k else None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--model", choices=["mlp", "conv"], default="mlp")
+    ap.add_argument("--iwae-k", type=int, default=100, help="IWAE samples for the test NLL (0: skip)")
+    ap.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    config = Config(model=args.model, epochs=args.epochs, seed=args.seed, test_size=args.test_size)
+    train_pixels = data.to_unit_interval(data.load("mnist", "train")[0])
+    test_pixels = data.to_unit_interval(data.load("mnist", "test")[0])[:args.test_size]
+    threads = os.cpu_count()
+    torch = try_import_torch(threads)
+    ours = train_ours(config, train_pixels, test_pixels, args.iwae_k)
+    rec = dict(what="vae_mnist_training", model=args.model, epochs=args.epochs, batch_size=128, lr=1e-3,
+               dtype="float32", device="cpu", machine=machine(), threads=threads,
+               sec_per_epoch=float(np.median(ours[0])), test_elbo=ours[1], test_nll_iwae=ours[2],
+               iwae_k=args.iwae_k, test_images=len(test_pixels))
+    if torch is not None:
+        peer = train_torch(torch, config, make_model(config).latent_dim, train_pixels, test_pixels, args.iwae_k)
+        rec.update(torch_sec_per_epoch=float(np.median(peer[0])), torch_test_elbo=peer[1],
+                   torch_test_nll_iwae=peer[2], sec_per_epoch_ratio_vs_torch=float(np.median(ours[0]) / np.median(peer[0])),
+                   test_elbo_gap_vs_torch=ours[1] - peer[1])
+    emit(**rec)
+
+
+if __name__ == "__main__":
+    main()
