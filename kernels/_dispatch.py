@@ -49,7 +49,7 @@ class CudaLaunch:
         self.on_device = is_cupy(like)
         if self.on_device:
             import cupy
-            self.stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+            self.stream = _external_stream(cuda, cupy.cuda.get_current_stream().ptr)
         else:
             self.stream = cuda.default_stream()
 
@@ -70,6 +70,16 @@ class CudaLaunch:
 
     def output(self, a):
         return a if self.on_device else a.copy_to_host(stream=self.stream)
+
+
+_streams: dict = {}
+
+
+def _external_stream(cuda, ptr: int):
+    """Numba's wrapper of CuPy's stream ``ptr``, made once per stream (it costs a few µs)."""
+    if ptr not in _streams:
+        _streams[ptr] = cuda.external_stream(ptr)
+    return _streams[ptr]
 
 
 def check_float(name: str, *arrays) -> None:

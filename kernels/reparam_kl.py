@@ -13,12 +13,13 @@ Backward, given ∂L/∂z = g_z and ∂L/∂kl = g_kl (per row, or per element):
 
 exp(ℓ) − 1 is computed as expm1(ℓ), exact near ℓ = 0 where the KL is tiny. The backward
 recomputes exp(ℓ/2) rather than storing it. Row sums run in a fixed order (sequential on
-the CPU, a fixed shared-memory tree on the GPU): the same input gives the same bits.
+the CPU, a fixed pairwise tree on the GPU): the same input gives the same bits.
 Inputs are [B, D] arrays of one float dtype; for ℓ in [−30, 30] nothing overflows.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import njit, prange
@@ -139,11 +140,39 @@ _backward_cpu = (njit(fastmath=_FLAGS, cache=True)(_backward_rows),
                  njit(parallel=True, fastmath=_FLAGS, cache=True)(_backward_rows))
 
 
-# ---- CUDA: a block of ROWS rows × LANES lanes; each lane strides over its row ------------
-# ``half`` is ½ in the arrays' dtype: a Python 0.5 is float64 in Numba and would turn every
-# float32 exp into a double-precision one.
+# ---- CUDA ---------------------------------------------------------------------------------
+# Forward: one warp per row (ROWS rows per block). Each lane loads UNROLL elements of its
+# row before computing any, so enough bytes are in flight to approach the memory bandwidth,
+# then the warp sums its lanes' partial KLs with a fixed tree (lane i += lane i + offset).
+# On a GPU the tree uses warp shuffles; the CUDA simulator has none, so there the same tree
+# runs through shared memory, adding the same pairs in the same order: identical sums.
+# Backward has no reduction: one thread per element over the flattened [B, D].
 
-LANES, ROWS = 32, 8     # 256 threads; a warp reads 32 consecutive numbers of one row
+LANES, ROWS, UNROLL, THREADS = 32, 8, 4, 256
+
+
+def _row_sum_device_function():
+    if getattr(cuda, "simulator", None) is not None or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        @cuda.jit(device=True)
+        def row_sum(total, scratch, lane):
+            scratch[lane] = total
+            cuda.syncthreads()
+            step = LANES // 2
+            while step > 0:
+                if lane < step:
+                    scratch[lane] += scratch[lane + step]
+                cuda.syncthreads()
+                step //= 2
+            return scratch[0]
+    else:
+        @cuda.jit(device=True)
+        def row_sum(total, scratch, lane):
+            step = LANES // 2
+            while step > 0:
+                total += cuda.shfl_down_sync(0xFFFFFFFF, total, step)
+                step //= 2
+            return total            # the full sum in lane 0
+    return row_sum
 
 
 def _cuda_kernels(dtype):
@@ -153,56 +182,57 @@ def _cuda_kernels(dtype):
     if key not in _CUDA:
         from numba import types as nbt
         nb = nbt.float32 if np.dtype(dtype) == np.float32 else nbt.float64
+        row_sum = _row_sum_device_function()
 
         @cuda.jit(cache=True)
         def fwd(mu, logvar, eps, z, kl, per_element, half):
             lane, row_in_block = cuda.threadIdx.x, cuda.threadIdx.y
             b = cuda.blockIdx.x * ROWS + row_in_block
-            partial = cuda.shared.array((ROWS, LANES), dtype=nb)
+            scratch = cuda.shared.array((ROWS, LANES), dtype=nb)
+            m = cuda.local.array(UNROLL, nb)
+            lv = cuda.local.array(UNROLL, nb)
+            e = cuda.local.array(UNROLL, nb)
             total = half - half
             if b < mu.shape[0]:
-                for d in range(lane, mu.shape[1], LANES):
-                    m, lv = mu[b, d], logvar[b, d]
-                    z[b, d] = m + math.exp(half * lv) * eps[b, d]
-                    k = half * (m * m + math.expm1(lv) - lv)
-                    if per_element:
-                        kl[b, d] = k
-                    else:
-                        total += k
+                n = mu.shape[1]
+                for start in range(lane, n, LANES * UNROLL):
+                    for u in range(UNROLL):                     # all loads first ...
+                        d = start + u * LANES
+                        if d < n:
+                            m[u], lv[u], e[u] = mu[b, d], logvar[b, d], eps[b, d]
+                    for u in range(UNROLL):                     # ... then the arithmetic and stores
+                        d = start + u * LANES
+                        if d < n:
+                            z[b, d] = m[u] + math.exp(half * lv[u]) * e[u]
+                            k = half * (m[u] * m[u] + math.expm1(lv[u]) - lv[u])
+                            if per_element:
+                                kl[b, d] = k
+                            else:
+                                total += k
             if per_element:
                 return
-            partial[row_in_block, lane] = total
-            cuda.syncthreads()
-            step = LANES // 2               # fixed tree: the same order every launch
-            while step > 0:
-                if lane < step:
-                    partial[row_in_block, lane] += partial[row_in_block, lane + step]
-                cuda.syncthreads()
-                step //= 2
+            total = row_sum(total, scratch[row_in_block], lane)
             if lane == 0 and b < mu.shape[0]:
-                kl[b, 0] = partial[row_in_block, 0]
+                kl[b, 0] = total
 
         @cuda.jit(cache=True)
         def bwd(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element, half):
-            d0 = cuda.threadIdx.x
-            b = cuda.blockIdx.x * ROWS + cuda.threadIdx.y
-            if b >= mu.shape[0]:
+            i = cuda.grid(1)
+            n = mu.shape[1]
+            if i >= mu.shape[0] * n:
                 return
-            for d in range(d0, mu.shape[1], LANES):
-                gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
-                m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
-                g_mu[b, d] = gz + gk * m
-                g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
+            b = i // n
+            d = i - b * n
+            gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
+            m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
+            g_mu[b, d] = gz + gk * m
+            g_lv[b, d] = half * (gz * eps[b, d] * math.exp(half * lv) + gk * math.expm1(lv))
 
         _CUDA[key] = (fwd, bwd)
     return _CUDA[key]
 
 
 _CUDA: dict = {}
-
-
-def _grid(rows: int) -> tuple:
-    return ((rows + ROWS - 1) // ROWS,), (LANES, ROWS)
 
 
 def _forward_cuda(mu, logvar, eps, per_element):
@@ -212,9 +242,8 @@ def _forward_cuda(mu, logvar, eps, per_element):
     z = L.empty((B, D), mu.dtype)
     kl = L.empty((B, D if per_element else 1), mu.dtype)
     if B:
-        grid, block = _grid(B)
-        fwd[grid, block, L.stream](L.input(mu), L.input(logvar), L.input(eps), z, kl, per_element,
-                                   mu.dtype.type(0.5))
+        fwd[((B + ROWS - 1) // ROWS,), (LANES, ROWS), L.stream](
+            L.input(mu), L.input(logvar), L.input(eps), z, kl, per_element, mu.dtype.type(0.5))
     kl = L.output(kl)
     return L.output(z), (kl if per_element else kl.reshape(B))
 
@@ -225,8 +254,8 @@ def _backward_cuda(grad_z, grad_kl, mu, logvar, eps):
     B, D = mu.shape
     per_element = grad_kl.ndim == 2
     g_mu, g_lv = L.empty((B, D), mu.dtype), L.empty((B, D), mu.dtype)
-    if B:
-        grid, block = _grid(B)
-        bwd[grid, block, L.stream](L.input(grad_z), L.input(grad_kl.reshape(B, -1)), L.input(mu),
-                                   L.input(logvar), L.input(eps), g_mu, g_lv, per_element, mu.dtype.type(0.5))
+    if B * D:
+        bwd[((B * D + THREADS - 1) // THREADS,), (THREADS,), L.stream](
+            L.input(grad_z), L.input(grad_kl.reshape(B, -1)), L.input(mu), L.input(logvar), L.input(eps),
+            g_mu, g_lv, per_element, mu.dtype.type(0.5))
     return L.output(g_mu), L.output(g_lv)
