@@ -35,9 +35,12 @@ def array_module(a):
 class CudaLaunch:
     """Device buffers and stream for one Numba CUDA launch.
 
-    CuPy inputs are used in place and outputs are CuPy arrays on CuPy's current stream
-    (no host copies, no synchronisation). NumPy inputs are copied to the device and the
-    outputs copied back: the path the CUDA simulator tests take.
+    CuPy inputs are used in place and outputs are CuPy arrays; the kernel runs on CuPy's
+    current stream, so it is ordered after the work that produced its inputs without any
+    synchronisation. (By default Numba synchronises on the stream named in every argument's
+    __cuda_array_interface__, which drained the GPU queue at each launch; ``arg`` turns that
+    off.) NumPy inputs are copied to the device and the outputs copied back: the path the
+    CUDA simulator tests take.
     """
 
     def __init__(self, like):
@@ -54,7 +57,14 @@ class CudaLaunch:
             self.stream = cuda.default_stream()
 
     def input(self, a):
-        return a if self.on_device else self.cuda.to_device(np.ascontiguousarray(a), stream=self.stream)
+        """A kernel argument for input array ``a``."""
+        return self.arg(a) if self.on_device else self.cuda.to_device(np.ascontiguousarray(a), stream=self.stream)
+
+    def arg(self, a):
+        """A kernel argument for device array ``a`` (a CuPy array is wrapped without a sync)."""
+        if self.on_device:
+            return self.cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+        return a
 
     def empty(self, shape, dtype):
         if self.on_device:

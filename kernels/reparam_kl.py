@@ -243,7 +243,8 @@ def _forward_cuda(mu, logvar, eps, per_element):
     kl = L.empty((B, D if per_element else 1), mu.dtype)
     if B:
         fwd[((B + ROWS - 1) // ROWS,), (LANES, ROWS), L.stream](
-            L.input(mu), L.input(logvar), L.input(eps), z, kl, per_element, mu.dtype.type(0.5))
+            L.input(mu), L.input(logvar), L.input(eps), L.arg(z), L.arg(kl), per_element,
+            mu.dtype.type(0.5))
     kl = L.output(kl)
     return L.output(z), (kl if per_element else kl.reshape(B))
 
@@ -257,5 +258,5 @@ def _backward_cuda(grad_z, grad_kl, mu, logvar, eps):
     if B * D:
         bwd[((B * D + THREADS - 1) // THREADS,), (THREADS,), L.stream](
             L.input(grad_z), L.input(grad_kl.reshape(B, -1)), L.input(mu), L.input(logvar), L.input(eps),
-            g_mu, g_lv, per_element, mu.dtype.type(0.5))
+            L.arg(g_mu), L.arg(g_lv), per_element, mu.dtype.type(0.5))
     return L.output(g_mu), L.output(g_lv)

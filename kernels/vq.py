@@ -250,7 +250,7 @@ def _nearest_cuda(z, codebook, tile_codes=None):
     if n:
         kernel = _nearest_kernel(d, z.dtype, tile)
         kernel[((n + 2 * THREADS - 1) // (2 * THREADS),), (THREADS,), L.stream](
-            L.input(z), L.input(codebook), L.input(e_sq), index, sqdist, z.dtype.type(np.inf))
+            L.input(z), L.input(codebook), L.input(e_sq), L.arg(index), L.arg(sqdist), z.dtype.type(np.inf))
     return L.output(index), L.output(sqdist)
 
 
@@ -272,7 +272,7 @@ def _ema_cuda(z, index, num_codes):
     if n:
         block = (8, 32)
         grid = ((n + 7) // 8, (d + 31) // 32)
-        _ema_kernel[grid, block, L.stream](L.input(z), L.input(index.astype(np.int64)), counts, sums,
+        _ema_kernel[grid, block, L.stream](L.input(z), L.input(index.astype(np.int64)), L.arg(counts), L.arg(sums),
                                            z.dtype.type(1))
     return L.output(counts), L.output(sums)
 
