@@ -37,44 +37,54 @@ class Linear(Module):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
-class Conv2d(Module):
+class _Conv(Module):
+    """Shared set-up of the two convolution layers: a weight of ``weight_shape``, a bias per
+    output channel, PyTorch's default initialisation, and the geometry arguments."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, bias: bool, rng, **args):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        self.in_channels, self.out_channels, self.args = in_channels, out_channels, args
+        self.weight = _empty(*self.weight_shape(in_channels, out_channels), kh, kw)
+        self.bias = _empty(out_channels) if bias else None
+        init.default_layer_init_(self.weight, self.bias, rng)
+
+    def extra_repr(self) -> str:
+        kh, kw = self.weight.shape[2:]
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({kh}, {kw}), "
+                + ", ".join(f"{k}={v}" for k, v in self.args.items()))
+
+
+class Conv2d(_Conv):
     """2-D convolution, weight [out, in, kh, kw]."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, rng=None):
-        super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        self.args = dict(stride=stride, padding=padding, dilation=dilation)
-        self.weight = _empty(out_channels, in_channels, kh, kw)
-        self.bias = _empty(out_channels) if bias else None
-        init.default_layer_init_(self.weight, self.bias, rng)
+        super().__init__(in_channels, out_channels, kernel_size, bias, rng, stride=stride, padding=padding,
+                         dilation=dilation)
+
+    @staticmethod
+    def weight_shape(in_channels: int, out_channels: int) -> tuple:
+        return out_channels, in_channels
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, **self.args)
 
-    def extra_repr(self) -> str:
-        o, c, kh, kw = self.weight.shape
-        return f"{c}, {o}, kernel_size=({kh}, {kw}), " + ", ".join(f"{k}={v}" for k, v in self.args.items())
 
-
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_Conv):
     """Transposed 2-D convolution (the adjoint of Conv2d), weight [in, out, kh, kw]."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, bias: bool = True, rng=None):
-        super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        self.args = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
-        self.weight = _empty(in_channels, out_channels, kh, kw)
-        self.bias = _empty(out_channels) if bias else None
-        init.default_layer_init_(self.weight, self.bias, rng)
+        super().__init__(in_channels, out_channels, kernel_size, bias, rng, stride=stride, padding=padding,
+                         output_padding=output_padding, dilation=dilation)
+
+    @staticmethod
+    def weight_shape(in_channels: int, out_channels: int) -> tuple:
+        return in_channels, out_channels
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv_transpose2d(x, self.weight, self.bias, **self.args)
-
-    def extra_repr(self) -> str:
-        c, o, kh, kw = self.weight.shape
-        return f"{c}, {o}, kernel_size=({kh}, {kw}), " + ", ".join(f"{k}={v}" for k, v in self.args.items())
 
 
 class Upsample(Module):

@@ -5,6 +5,7 @@ Non-finite values pass through: no op maps a NaN to a number (relu uses ``maximu
 which propagates NaN, rather than a mask).
 """
 import math
+import operator
 
 from .. import backend
 from ..autograd import Function
@@ -249,26 +250,21 @@ class Silu(Function):
 
 class Maximum(Function):
     """Elementwise max; on a tie each input gets half the gradient (as PyTorch does)."""
+    pick, wins = "maximum", staticmethod(operator.gt)
 
     def forward(self, a, b):
         self.saved = (a, b)
-        return backend.array_module(a).maximum(a, b)
+        return getattr(backend.array_module(a), self.pick)(a, b)
 
     def backward(self, gy):
         a, b = self.saved
-        share = ((a > b) + 0.5 * (a == b)).astype(gy.dtype)   # bool + 0.5·bool is float64
+        share = (self.wins(a, b) + 0.5 * (a == b)).astype(gy.dtype)   # bool + 0.5·bool is float64
         return gy * share, gy * (1 - share)
 
 
-class Minimum(Function):
-    def forward(self, a, b):
-        self.saved = (a, b)
-        return backend.array_module(a).minimum(a, b)
-
-    def backward(self, gy):
-        a, b = self.saved
-        share = ((a < b) + 0.5 * (a == b)).astype(gy.dtype)
-        return gy * share, gy * (1 - share)
+class Minimum(Maximum):
+    """Elementwise min; ties split the gradient like Maximum."""
+    pick, wins = "minimum", staticmethod(operator.lt)
 
 
 class Clip(Function):
