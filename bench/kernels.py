@@ -150,7 +150,7 @@ def gpu(torch, repeats):
     copy_ms = gpu_best_ms(lambda: dst.__setitem__(Ellipsis, src), repeats)
     copy_gbs = 2 * src.nbytes / copy_ms / 1e6
     emit(op="device_copy", shape=[2 ** 28], dtype="float32", min_ms=copy_ms, gb_per_s=copy_gbs, **where)
-    del src, dst
+    src = dst = None         # free 2 GiB of device memory before the next measurements
 
     rng = cupy.random.default_rng(0)
     for shape in [(65536, 256), (2 ** 18, 64)]:        # 2^24 elements each

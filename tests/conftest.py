@@ -1,10 +1,15 @@
-"""Test configuration: hypothesis profiles and shared helpers.
+"""Test configuration: hypothesis profiles, the CUDA simulator, and where data is.
 
 Profiles: 'ci' (default under CI=true) keeps example counts small enough for 2 cores;
 'dev' (default otherwise) runs a few more; 'thorough' for a long local run.
 Select with HYPOTHESIS_PROFILE=name.
+
+Data: tests read MNIST through $TINYVAE_DATA; if it is unset and a ``shared/data`` folder
+sits beside the repository (as on the project's machines), that folder is used; otherwise
+the loader's normal search (and download) applies.
 """
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -17,6 +22,10 @@ def _gpu_present() -> bool:
     except (ImportError, RuntimeError):   # no CuPy, or CuPy without a driver/device
         return False
 
+
+_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if "TINYVAE_DATA" not in os.environ and _SHARED_DATA.is_dir():
+    os.environ["TINYVAE_DATA"] = str(_SHARED_DATA)
 
 GPU = _gpu_present()
 # Without a GPU, the CUDA kernels run in Numba's CUDA simulator. This must be decided

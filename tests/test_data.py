@@ -1,5 +1,6 @@
 """Data loading: the real shared files, checksum rejection, the search order, the download path."""
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -8,14 +9,11 @@ import pytest
 
 from tinyvae import data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def shared_root():
-    import os
-    root = Path(os.environ.get("TINYVAE_DATA", SHARED))
+def shared_root() -> Path:
+    """The folder with the real data files (TINYVAE_DATA; conftest.py fills it in here)."""
+    root = Path(os.environ.get("TINYVAE_DATA", ""))
     if not (root / "mnist").is_dir():
-        pytest.fail(f"the shared MNIST copy is missing at {root}; set TINYVAE_DATA")
+        pytest.fail(f"no MNIST copy at TINYVAE_DATA={str(root)!r}; point TINYVAE_DATA at a folder holding mnist/*.gz")
     return root
 
 

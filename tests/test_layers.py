@@ -6,7 +6,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyvae as tv
-from tinyvae import functional as F
 from tinyvae import nn
 
 from helpers import module_gradcheck, to_float64

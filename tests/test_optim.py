@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import tinyvae as tv
 from tinyvae import nn, optim
 
 

@@ -21,12 +21,3 @@ def manual_seed(seed: int) -> np.random.Generator:
 
 def get_rng(rng: Optional[np.random.Generator] = None) -> np.random.Generator:
     return rng if rng is not None else _Default.generator
-
-
-def get_state() -> dict:
-    """The default generator's state, JSON-serialisable (for checkpoints)."""
-    return _Default.generator.bit_generator.state
-
-
-def set_state(state: dict) -> None:
-    _Default.generator.bit_generator.state = state
