@@ -9,9 +9,13 @@ import pytest
 
 from tinyvae import data
 
+# Read once at import: several tests below delete TINYVAE_DATA to test the search order.
+REAL_DATA = Path(os.environ.get("TINYVAE_DATA", ""))
+
+
 def shared_root() -> Path:
     """The folder with the real data files (TINYVAE_DATA; conftest.py fills it in here)."""
-    root = Path(os.environ.get("TINYVAE_DATA", ""))
+    root = REAL_DATA
     if not (root / "mnist").is_dir():
         pytest.fail(f"no MNIST copy at TINYVAE_DATA={str(root)!r}; point TINYVAE_DATA at a folder holding mnist/*.gz")
     return root
