@@ -100,9 +100,9 @@ def batch_last(x):
 
 
 def batch_first(y, n: int, hw: tuple):
-    """[C, H·W·N] → [N, C, H, W] (contiguous)."""
-    xp = backend.array_module(y)
-    return xp.ascontiguousarray(y.reshape(-1, hw[0], hw[1], n).transpose(3, 0, 1, 2))
+    """[C, H·W·N] → an [N, C, H, W] *view* (memory stays batch-last). Not copying pays: the next
+    conv transposes straight back, and elementwise ops keep the memory order."""
+    return y.reshape(-1, hw[0], hw[1], n).transpose(3, 0, 1, 2)
 
 
 def _check_input(name: str, x, channels: int) -> None:
@@ -165,11 +165,11 @@ class ConvTranspose2d(Function):
         self.y_shape = (n, c_out, out_h, out_w)
         x_c = batch_last(x)
         wc = weight_cols(weight)
-        y = col2im(wc.T @ x_c, self.y_shape, self.in_hw, g)
+        y = col2im(wc.T @ x_c, self.y_shape, self.in_hw, g)      # a batch-last view, kept (see batch_first)
         if bias is not None:
             y = y + bias.reshape(1, -1, 1, 1)
         self.saved = (x_c, wc, weight.shape)
-        return backend.array_module(y).ascontiguousarray(y)
+        return y
 
     def backward(self, gy):
         x_c, wc, w_shape = self.saved
@@ -222,5 +222,5 @@ class MaxPool2d(Function):
 
 
 def _batch_first_4d(y):
-    """[C, Ho, Wo, N] → [N, C, Ho, Wo] (contiguous)."""
-    return backend.array_module(y).ascontiguousarray(y.transpose(3, 0, 1, 2))
+    """[C, Ho, Wo, N] → an [N, C, Ho, Wo] view (see batch_first)."""
+    return y.transpose(3, 0, 1, 2)
