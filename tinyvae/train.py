@@ -82,7 +82,8 @@ def load_pixels(config: Config, split: str) -> np.ndarray:
 def evaluate(model: VAE, pixels: np.ndarray, rng: np.random.Generator, batch_size: int = 500,
              iwae_k: int = 0, device: str = "cpu") -> dict:
     """Test-set averages (nats per example): ELBO, reconstruction, KL, IWAE_k, active units.
-    The test images are binarized once with ``rng``."""
+    The test images are binarized once with ``rng``. The model's train/eval mode is restored."""
+    was_training = model.training
     model.eval()
     binary = data.binarize(pixels, rng)
     sums = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "iwae": 0.0}
@@ -101,7 +102,7 @@ def evaluate(model: VAE, pixels: np.ndarray, rng: np.random.Generator, batch_siz
         out["test_nll_iwae"] = -sums["iwae"] / n
         out["iwae_k"] = iwae_k
     out["active_units"] = objectives.active_units(np.concatenate(mus))
-    model.train()
+    model.train(was_training)
     return out
 
 
@@ -285,7 +286,8 @@ def interpolation_picture(model, pixels: np.ndarray, pairs: int = 8, steps: int 
 
 
 def write_pictures(model, test_pixels, out_dir, rng) -> None:
+    was_training = model.training
     model.eval()
     save_png(os.path.join(out_dir, "samples.png"), sample_picture(model, 64, rng))
     save_png(os.path.join(out_dir, "reconstructions.png"), reconstruction_picture(model, test_pixels))
-    model.train()
+    model.train(was_training)
