@@ -20,15 +20,14 @@ import numpy as np
 
 import tinyvae as tv
 from tinyvae import data, objectives, optim
-from tinyvae.train import Config, _init_weights, evaluate, make_model
+from tinyvae.train import Config, evaluate, make_model
 
 
 
 def train_ours(config: Config, train_pixels, test_pixels, iwae_k):
     """Generator: yields each epoch's training seconds, then returns (test ELBO, test NLL)."""
-    model = make_model(config)
     rng = np.random.default_rng(config.seed)
-    _init_weights(model, rng)
+    model = make_model(config, rng)
     opt = optim.Adam(model.parameters(), lr=config.lr)
     for epoch in range(config.epochs):
         t0 = time.perf_counter()

@@ -20,31 +20,35 @@ PRESETS = ("mlp", "conv")
 DEFAULT_LATENT = {"mlp": 50, "conv": 16}
 
 
-def _mlp(latent: int):
-    encoder = nn.Sequential(nn.Linear(784, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 2 * latent))
-    decoder = nn.Sequential(nn.Linear(latent, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784))
+def _mlp(latent: int, rng):
+    encoder = nn.Sequential(nn.Linear(784, 200, rng=rng), nn.Tanh(), nn.Linear(200, 200, rng=rng), nn.Tanh(),
+                            nn.Linear(200, 2 * latent, rng=rng))
+    decoder = nn.Sequential(nn.Linear(latent, 200, rng=rng), nn.Tanh(), nn.Linear(200, 200, rng=rng), nn.Tanh(),
+                            nn.Linear(200, 784, rng=rng))
     return encoder, decoder
 
 
-def _conv(latent: int):
+def _conv(latent: int, rng):
     encoder = nn.Sequential(
         nn.Unflatten(1, (1, 28, 28)),
-        nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(),          # 28 → 14
-        nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),         # 14 → 7
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 2 * latent))
+        nn.Conv2d(1, 32, 4, 2, 1, rng=rng), nn.ReLU(),          # 28 → 14
+        nn.Conv2d(32, 64, 4, 2, 1, rng=rng), nn.ReLU(),         # 14 → 7
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 2 * latent, rng=rng))
     decoder = nn.Sequential(
-        nn.Linear(latent, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),  # 7 → 14
-        nn.ConvTranspose2d(32, 1, 4, 2, 1),              # 14 → 28
+        nn.Linear(latent, 64 * 7 * 7, rng=rng), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1, rng=rng), nn.ReLU(),  # 7 → 14
+        nn.ConvTranspose2d(32, 1, 4, 2, 1, rng=rng),              # 14 → 28
         nn.Flatten())
     return encoder, decoder
 
 
 class VAE(nn.Module):
-    """Images come in flattened, [N, 784] in [0, 1]; ``decode`` returns Bernoulli pixel logits."""
+    """Images come in flattened, [N, 784] in [0, 1]; ``decode`` returns Bernoulli pixel logits.
+    Weights are drawn with PyTorch's default scheme from ``rng`` (a NumPy Generator; the
+    default generator of ``tinyvae.random`` if None), layer by layer in construction order."""
     deterministic = False
 
-    def __init__(self, preset: str = "mlp", latent_dim: Optional[int] = None):
+    def __init__(self, preset: str = "mlp", latent_dim: Optional[int] = None, rng=None):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown model preset {preset!r}; expected one of {', '.join(PRESETS)}")
@@ -52,7 +56,7 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim or DEFAULT_LATENT[preset]
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        self.encoder, self.decoder = (_mlp if preset == "mlp" else _conv)(self.latent_dim)
+        self.encoder, self.decoder = (_mlp if preset == "mlp" else _conv)(self.latent_dim, rng)
 
     def encode(self, x: Tensor) -> Normal:
         """q(z|x): the encoder's output split into μ and ℓ = log σ² (soft-clamped)."""

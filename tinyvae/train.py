@@ -67,9 +67,9 @@ class Config:
             raise ValueError("--device cuda needs CuPy and a CUDA GPU; none is available here")
 
 
-def make_model(config: Config) -> VAE:
+def make_model(config: Config, rng=None) -> VAE:
     preset = "mlp" if config.model == "ae" else config.model
-    return (AE if config.model == "ae" else VAE)(preset, config.latent_dim)
+    return (AE if config.model == "ae" else VAE)(preset, config.latent_dim, rng)
 
 
 def load_pixels(config: Config, split: str) -> np.ndarray:
@@ -111,10 +111,8 @@ def train(config: Config, out_dir: str, resume: bool = False, progress: bool = T
     (atomically) and sample/reconstruction PNGs after every epoch. Returns the epoch metrics."""
     config.validate()
     os.makedirs(out_dir, exist_ok=True)
-    model = make_model(config)
     rng = np.random.default_rng(config.seed)
-    _init_weights(model, rng)
-    model.to(config.device)
+    model = make_model(config, rng).to(config.device)
     opt = optim.Adam(model.parameters(), lr=config.lr)
     start_epoch, step = 1, 0
     metrics_path = os.path.join(out_dir, METRICS)
@@ -172,16 +170,6 @@ def train(config: Config, out_dir: str, resume: bool = False, progress: bool = T
         log(f"epoch {epoch}/{config.epochs}: loss {record['train_loss']:.2f}  test ELBO {record['test_elbo']:.2f}  "
             f"recon {record['test_recon']:.2f}  KL {record['test_kl']:.2f}  ({seconds:.1f}s)")
     return history
-
-
-def _init_weights(model, rng) -> None:
-    """Re-draw every Linear/Conv weight from ``rng`` with PyTorch's default scheme, so the seed
-    alone fixes the initial model."""
-    from .nn import init
-    for _, module in model.named_modules():
-        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-        if weight is not None and weight.ndim >= 2:
-            init.default_layer_init_(weight, bias, rng)
 
 
 def _progress(batches, epoch, epochs, enabled):
