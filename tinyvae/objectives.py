@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import backend
 from . import functional as F
 from .autograd import no_grad
 from .distributions import Normal, standard_normal_like
@@ -31,7 +32,7 @@ def elbo_terms(model, x: Tensor, rng=None, deterministic: bool = False) -> dict:
     q = model.encode(x)
     if deterministic:                      # an autoencoder: z = μ, no noise, no KL
         z = q.mu
-        kl_dims = Tensor(np.zeros(q.mu.shape, q.mu.dtype))
+        kl_dims = Tensor(backend.array_module(q.mu.data).zeros(q.mu.shape, q.mu.dtype))
     else:
         z, kl_dims = q.rsample_and_kl(rng=rng, per_dim=True)
     recon = per_example(model.decode(z).log_prob(x))

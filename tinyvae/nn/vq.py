@@ -99,21 +99,25 @@ class VectorQuantizer(Module):
         self.codebook[...] = self.ema_sum / smoothed[:, None]
 
     def _track_usage(self, counts, flat) -> None:
+        """Count steps since each code was last used; restart codes past the threshold. The
+        bookkeeping runs on the CPU (K numbers); ``unused_steps`` stays on the layer's device."""
+        steps = backend.to_device(self.unused_steps, "cpu").copy()
         used = backend.to_device(counts, "cpu") > 0
-        self.unused_steps[used] = 0
-        self.unused_steps[~used] += 1
-        if self.dead_code_threshold is None:
-            return
-        dead = np.flatnonzero(self.unused_steps >= self.dead_code_threshold)
-        if len(dead) == 0:
-            return
-        rows = get_rng(self.rng).integers(0, len(flat), len(dead))
-        fresh = backend.to_device(backend.to_device(flat, "cpu")[rows], backend.device_of(self.codebook_array()))
-        self.codebook_array()[dead] = fresh
-        if self.ema:
-            self.ema_sum[dead] = fresh
-            self.ema_count[dead] = 1
-        self.unused_steps[dead] = 0
+        steps[used] = 0
+        steps[~used] += 1
+        dead = np.flatnonzero(steps >= self.dead_code_threshold) if self.dead_code_threshold else []
+        if len(dead):
+            rows = get_rng(self.rng).integers(0, len(flat), len(dead))
+            codes = self.codebook_array()
+            device = backend.device_of(codes)
+            fresh = backend.to_device(backend.to_device(flat, "cpu")[rows], device).astype(codes.dtype)
+            dead_on_device = backend.to_device(dead, device)
+            codes[dead_on_device] = fresh
+            if self.ema:
+                self.ema_sum[dead_on_device] = fresh
+                self.ema_count[dead_on_device] = 1
+            steps[dead] = 0
+        self.unused_steps[...] = backend.to_device(steps, backend.device_of(self.unused_steps))
 
     def codebook_array(self):
         """The codebook's array (a buffer with EMA, a parameter's data otherwise)."""
