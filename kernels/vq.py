@@ -7,10 +7,9 @@ to the lowest index, as ``argmin``), and that distance, recomputed directly as
 
 The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the distance only by
 ‖z_n‖² (the same for every k of a row). No implementation builds the N×K distance matrix:
-  cpu   blocks of rows × blocks of codes (a fixed 8 MB buffer): the inner products of a
-        block come from one BLAS matrix product, the scores are formed in place and NumPy's
-        SIMD argmin picks each row's first minimum; a parallel Numba kernel then recomputes
-        the chosen distances exactly. (A pure-Numba search measured 30-50 GFLOP/s here,
+  cpu   blocks of rows × blocks of codes (a fixed 8 MB buffer): each block's scores come
+        from one BLAS matrix product, NumPy's SIMD argmin picks each row's first minimum, and
+        a Numba kernel then recomputes the chosen distances exactly. (A pure-Numba search measured 30-50 GFLOP/s here,
         several times slower than BLAS.) Extra memory: O(N + K) plus the fixed buffer.
   cuda  two rows per thread (kept in registers); codebook tiles of at most 48 KB pass
         through shared memory and every thread keeps its rows' running minima: O(N + K).
@@ -97,19 +96,27 @@ def ema_update_reference(z, index, num_codes):
 # ---- CPU ---------------------------------------------------------------------------------
 
 def _nearest_cpu(z, codebook):
+    """Scores ‖e‖² − 2 z·e come out of one BLAS product per block: the rows [z, 1] times the
+    columns [−2e; ‖e‖²] (−2 is exact, a power of two). Appending the constant column saved a
+    separate pass over the scores."""
     n, k = len(z), len(codebook)
-    codes_t = np.ascontiguousarray(-2 * codebook.T)    # [D, K]; −2 is exact (a power of two)
-    e_sq = (codebook.astype(np.float64) ** 2).sum(axis=1).astype(z.dtype)
+    d = z.shape[1]
+    codes_aug = np.empty((d + 1, k), z.dtype)                     # [D + 1, K]
+    codes_aug[:d] = -2 * codebook.T
+    codes_aug[d] = (codebook.astype(np.float64) ** 2).sum(axis=1)
+    rows_aug = np.empty((min(BLOCK_ROWS, n), d + 1), z.dtype)     # [rows, D + 1]
+    rows_aug[:, d] = 1
     index = np.zeros(n, np.int64)
     best = np.full(n, np.inf, z.dtype)
     buffer = np.empty((min(BLOCK_ROWS, n), min(BLOCK_CODES, k)), z.dtype)
     for r0 in range(0, n, BLOCK_ROWS):
         rows = slice(r0, min(r0 + BLOCK_ROWS, n))
+        m = rows.stop - r0
+        rows_aug[:m, :d] = z[rows]
         for k0 in range(0, k, BLOCK_CODES):
             codes = slice(k0, min(k0 + BLOCK_CODES, k))
-            scores = buffer[:rows.stop - r0, :codes.stop - k0]
-            np.dot(z[rows], codes_t[:, codes], out=scores)       # −2 z·e (BLAS; matmul with out= was slower)
-            scores += e_sq[codes]                                 # ‖e‖² − 2 z·e, in place
+            scores = buffer[:m, :codes.stop - k0]
+            np.dot(rows_aug[:m], codes_aug[:, codes], out=scores)   # (matmul with out= was slower)
             _keep_block_minimum(scores, k0, index[rows], best[rows])
     sqdist = np.empty(n, z.dtype)
     _row_sqdist(z, codebook, index, sqdist)
@@ -127,9 +134,11 @@ def _keep_block_minimum(scores, k0, index, best):
     best[better] = value[better]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _row_sqdist(z, codebook, index, out):
-    for i in prange(z.shape[0]):
+    """Σ_d (z_nd − e_kd)² for the chosen codes. Single-threaded: it runs right after BLAS, whose
+    idle threads still spin, and a threaded version measured 8× slower for that reason."""
+    for i in range(z.shape[0]):
         s = 0.0
         e = codebook[index[i]]
         for d in range(z.shape[1]):
