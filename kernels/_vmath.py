@@ -1,55 +1,80 @@
-"""expm1 that LLVM can vectorise, for the CPU kernels.
+"""expm1 that LLVM can vectorise, for the CPU kernels, in float32 and float64.
 
 Numba compiles ``math.exp`` / ``math.expm1`` to one libm call per element, which cannot
 use SIMD; NumPy's own exp is vectorised, so a fused Numba loop built on libm ran slower
-than three unfused NumPy passes. This version is straight-line float64 code:
+than three unfused NumPy passes. This version is straight-line code:
 
   e^x − 1 = 2^k (e^r − 1) + (2^k − 1),   k = round(x / ln 2),  r = x − k ln 2,  |r| ≤ ½ ln 2
-          = 2 (h (e^r − 1) + (h − ½)),   h = 2^(k−1)   (so k = 1024, just below overflow, still fits)
+          = 2 (h (e^r − 1) + (h − ½)),   h = 2^(k−1)   (so the k just below overflow still fits)
 
-with e^r − 1 from its Taylor series to r¹³ (error below 1e-17 relative on that range),
-ln 2 split in two parts (Cody–Waite) so r is exact, and 2^k made by writing k + 1023 into
-the exponent bits. For k = 0 the formula is exactly the series, so there is no
-cancellation near x = 0. NaN stays NaN; above 709.78 the result is +inf, as e^x is.
+with e^r − 1 from its Taylor series (to r¹³ in float64, r⁷ in float32: below one unit in
+the last place on that range), ln 2 split in two parts (Cody–Waite) so r is exact, and 2^k
+made by writing k plus the exponent bias into the exponent bits. For k = 0 the formula is
+exactly the series, so there is no cancellation near x = 0. NaN stays NaN; above the
+overflow point the result is +inf, as e^x is.
+
+``expm1_for(dtype)`` returns the version for a dtype. Its constants are NumPy scalars of
+that dtype, frozen into the compiled code, so float32 data is computed in float32 (twice
+the SIMD width) and never promoted.
 """
 import math
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01      # ln 2 rounded so k·LN2_HI is exact for |k| < 2^20
-_LN2_LO = 1.90821492927058770002e-10
-_OVERFLOW = 709.782712893384               # ln(largest double)
+
+def _pow2i(bits: int, bias: int, mantissa: int, float_type):
+    @intrinsic
+    def pow2i(typingctx, k):
+        """2^k for an integer k in the normal range, by setting the exponent bits."""
+        if not isinstance(k, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ity = ir.IntType(bits)
+            n = builder.sext(args[0], ity) if k.bitwidth < bits else builder.trunc(args[0], ity) \
+                if k.bitwidth > bits else args[0]
+            value = builder.shl(builder.add(n, ir.Constant(ity, bias)), ir.Constant(ity, mantissa))
+            return builder.bitcast(value, float_type)
+        return (types.float32 if bits == 32 else types.float64)(k), codegen
+    return pow2i
 
 
-@intrinsic
-def pow2i(typingctx, k):
-    """2^k as a float64 for an int64 k in [-1022, 1023], by setting the exponent bits."""
-    if k != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
-        return builder.bitcast(bits, ir.DoubleType())
-    return types.float64(types.int64), codegen
+_SPECS = {   # dtype: (pow2i, series degree, lowest x kept, overflow point, ln2 hi/lo)
+    np.float64: (_pow2i(64, 1023, 52, ir.DoubleType()), 13, -700.0, 709.782712893384,
+                 6.93147180369123816490e-01, 1.90821492927058770002e-10),
+    np.float32: (_pow2i(32, 127, 23, ir.FloatType()), 7, -80.0, 88.72283,
+                 0.693145751953125, 1.428606765330187e-06),
+}
+_made: dict = {}
 
 
-@njit(inline="always", fastmath={"contract"})
-def expm1(x):
-    """e^x − 1 for a float64 x."""
-    y = min(max(x, -700.0), _OVERFLOW)    # e^-700 − 1 is −1 in float64; above the top, +inf
-    k = math.floor(y * _LOG2E + 0.5)      # an int64 in Numba
-    r = (y - k * _LN2_HI) - k * _LN2_LO
-    p = r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
-        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
-            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 + r * (1.0 / 6227020800)))))))))))))
-    h = pow2i(k - 1)
-    out = 2.0 * (h * p + (h - 0.5))
-    if x > _OVERFLOW:
-        out = math.inf
-    if x != x:
-        out = x
-    return out
+def expm1_for(dtype):
+    """The jitted e^x − 1 for float32 or float64 scalars (compiled inline into callers)."""
+    dtype = np.dtype(dtype).type
+    if dtype not in _made:
+        pow2i, degree, low, top, ln2_hi, ln2_lo = _SPECS[dtype]
+        c = [dtype(1.0 / math.factorial(n)) for n in range(1, degree + 1)]   # Taylor coefficients
+        low, top, ln2_hi, ln2_lo = dtype(low), dtype(top), dtype(ln2_hi), dtype(ln2_lo)
+        log2e, half, two, inf = dtype(1 / math.log(2)), dtype(0.5), dtype(2), dtype(np.inf)
+        c1, c2, c3, c4, c5, c6, c7 = c[:7]
+        c8, c9, c10, c11, c12, c13 = (c + [dtype(0)] * 6)[7:13]
+
+        @njit(inline="always", fastmath={"contract"})
+        def expm1(x):
+            y = min(max(x, low), top)
+            k = math.floor(y * log2e + half)            # an integer
+            r = (y - k * ln2_hi) - k * ln2_lo
+            p = r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (c7 + r * (
+                c8 + r * (c9 + r * (c10 + r * (c11 + r * (c12 + r * c13))))))))))))
+            h = pow2i(k - 1)
+            out = two * (h * p + (h - half))
+            if x > top:
+                out = inf
+            if x != x:
+                out = x
+            return out
+        _made[dtype] = expm1
+    return _made[dtype]

@@ -30,7 +30,7 @@ except ImportError:
     cuda = None
 
 from ._dispatch import CudaLaunch, array_module, check_float, choose
-from ._vmath import expm1
+from ._vmath import expm1_for
 
 
 def _check(mu, logvar, eps) -> None:
@@ -49,7 +49,7 @@ def forward(mu, logvar, eps, per_element: bool = False, impl: str = None):
         return forward_reference(mu, logvar, eps, per_element)
     if which == "cpu":
         z, kl = np.empty_like(mu), np.empty((len(mu), mu.shape[1] if per_element else 1), mu.dtype)
-        _forward_cpu[mu.size >= PARALLEL_MIN_ELEMENTS](mu, logvar, eps, z, kl, per_element)
+        _cpu(mu.dtype)[0][mu.size >= PARALLEL_MIN_ELEMENTS](mu, logvar, eps, z, kl, per_element)
         return z, (kl if per_element else kl[:, 0])
     return _forward_cuda(mu, logvar, eps, per_element)
 
@@ -66,8 +66,8 @@ def backward(grad_z, grad_kl, mu, logvar, eps, impl: str = None):
         return backward_reference(grad_z, grad_kl, mu, logvar, eps)
     if which == "cpu":
         g_mu, g_lv = np.empty_like(mu), np.empty_like(mu)
-        _backward_cpu[mu.size >= PARALLEL_MIN_ELEMENTS](grad_z, grad_kl.reshape(len(mu), -1), mu, logvar, eps,
-                                                        g_mu, g_lv, grad_kl.ndim == 2)
+        _cpu(mu.dtype)[1][mu.size >= PARALLEL_MIN_ELEMENTS](grad_z, grad_kl.reshape(len(mu), -1), mu, logvar,
+                                                            eps, g_mu, g_lv, grad_kl.ndim == 2)
         return g_mu, g_lv
     return _backward_cuda(grad_z, grad_kl, mu, logvar, eps)
 
@@ -89,55 +89,62 @@ def backward_reference(grad_z, grad_kl, mu, logvar, eps):
     return g_mu, g_lv
 
 
-# ---- CPU: one parallel loop over rows, one pass over each row ----------------------------
-# The maths runs in float64 on a vectorisable expm1 (see _vmath.py): one expm1(ℓ/2) gives
-# σ = e^(ℓ/2) = em1 + 1 and e^ℓ − 1 = em1 (em1 + 2) without cancellation near ℓ = 0.
-# 'reassoc' lets the row sum vectorise; the order is still fixed by the code, so the same
-# input gives the same bits.
+# ---- CPU: one loop over rows, one pass over each row ---------------------------------------
+# Built per dtype (``_cpu_kernels``): the constants are scalars of the data's dtype, so
+# float32 data is computed in float32 on a vectorisable expm1 (see _vmath.py). One expm1(ℓ/2)
+# gives σ = e^(ℓ/2) = em1 + 1 and e^ℓ − 1 = em1 (em1 + 2) without cancellation near ℓ = 0.
+# 'reassoc' lets the row sum vectorise; its order is still fixed by the code, so the same
+# input gives the same bits. Each loop is compiled twice: threaded for large inputs, and
+# single-threaded for small ones, where waking Numba's threads while BLAS's threads still
+# spin cost milliseconds.
 
 _FLAGS = {"contract", "reassoc"}
-
-
-@njit(inline="always", fastmath=_FLAGS)
-def _element(m, lv, e):
-    """(z, kl) for one element, in float64."""
-    em1 = expm1(0.5 * lv)
-    return m + (em1 + 1.0) * e, 0.5 * (m * m + em1 * (em1 + 2.0) - lv)
-
-
-def _forward_rows(mu, logvar, eps, z, kl, per_element):
-    B, D = mu.shape
-    for b in prange(B):
-        # two loops rather than a branch inside one: a conditional store stops vectorisation
-        if per_element:
-            for d in range(D):
-                z[b, d], kl[b, d] = _element(float(mu[b, d]), float(logvar[b, d]), float(eps[b, d]))
-        else:
-            total = 0.0
-            for d in range(D):
-                z[b, d], k = _element(float(mu[b, d]), float(logvar[b, d]), float(eps[b, d]))
-                total += k
-            kl[b, 0] = total
-
-
-def _backward_rows(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
-    B, D = mu.shape
-    for b in prange(B):
-        for d in range(D):
-            gk = float(grad_kl[b, d] if per_element else grad_kl[b, 0])
-            m, lv, gz = float(mu[b, d]), float(logvar[b, d]), float(grad_z[b, d])
-            em1 = expm1(0.5 * lv)
-            g_mu[b, d] = gz + gk * m
-            g_lv[b, d] = 0.5 * (gz * eps[b, d] * (em1 + 1.0) + gk * em1 * (em1 + 2.0))
-
-
-# Each loop is compiled twice: threaded for large inputs, single-threaded for small ones,
-# where waking Numba's threads while BLAS's threads still spin cost milliseconds.
 PARALLEL_MIN_ELEMENTS = 1 << 16
-_forward_cpu = (njit(fastmath=_FLAGS, cache=True)(_forward_rows),
-                njit(parallel=True, fastmath=_FLAGS, cache=True)(_forward_rows))
-_backward_cpu = (njit(fastmath=_FLAGS, cache=True)(_backward_rows),
-                 njit(parallel=True, fastmath=_FLAGS, cache=True)(_backward_rows))
+_cpu_kernels: dict = {}
+
+
+def _cpu(dtype):
+    """(forward, backward) CPU kernels for ``dtype``, each a (serial, parallel) pair."""
+    key = np.dtype(dtype).str
+    if key not in _cpu_kernels:
+        expm1 = expm1_for(dtype)
+        t = np.dtype(dtype).type
+        zero, half, one, two = t(0), t(0.5), t(1), t(2)
+
+        @njit(inline="always", fastmath=_FLAGS)
+        def element(m, lv, e):
+            """(z, kl) for one element."""
+            em1 = expm1(half * lv)
+            return m + (em1 + one) * e, half * (m * m + em1 * (em1 + two) - lv)
+
+        def forward_rows(mu, logvar, eps, z, kl, per_element):
+            B, D = mu.shape
+            for b in prange(B):
+                # two loops rather than a branch inside one: a conditional store stops vectorisation
+                if per_element:
+                    for d in range(D):
+                        z[b, d], kl[b, d] = element(mu[b, d], logvar[b, d], eps[b, d])
+                else:
+                    total = zero
+                    for d in range(D):
+                        z[b, d], k = element(mu[b, d], logvar[b, d], eps[b, d])
+                        total += k
+                    kl[b, 0] = total
+
+        def backward_rows(grad_z, grad_kl, mu, logvar, eps, g_mu, g_lv, per_element):
+            B, D = mu.shape
+            for b in prange(B):
+                for d in range(D):
+                    gk = grad_kl[b, d] if per_element else grad_kl[b, 0]
+                    m, lv, gz = mu[b, d], logvar[b, d], grad_z[b, d]
+                    em1 = expm1(half * lv)
+                    g_mu[b, d] = gz + gk * m
+                    g_lv[b, d] = half * (gz * eps[b, d] * (em1 + one) + gk * em1 * (em1 + two))
+
+        _cpu_kernels[key] = tuple(
+            (njit(fastmath=_FLAGS)(rows), njit(parallel=True, fastmath=_FLAGS)(rows))
+            for rows in (forward_rows, backward_rows))
+    return _cpu_kernels[key]
 
 
 # ---- CUDA ---------------------------------------------------------------------------------
