@@ -19,9 +19,9 @@ Inputs are [B, D] arrays of one float dtype; for ℓ in [−30, 30] nothing over
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+from numba import config as numba_config
 from numba import njit, prange
 
 try:                                     # the CUDA target (package numba-cuda) is optional
@@ -159,7 +159,7 @@ LANES, ROWS, UNROLL, THREADS = 32, 8, 4, 256
 
 
 def _row_sum_device_function():
-    if getattr(cuda, "simulator", None) is not None or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    if numba_config.ENABLE_CUDASIM:
         @cuda.jit(device=True)
         def row_sum(total, scratch, lane):
             scratch[lane] = total

@@ -114,7 +114,7 @@ def _picture(args) -> None:
         config.test_size = None
         pixels = T.load_pixels(config, "test")
         if args.command == "reconstruct":
-            picture = T.reconstruction_picture(model, pixels, n=args.n if args.n % 8 == 0 else 8 * -(-args.n // 8))
+            picture = T.reconstruction_picture(model, pixels, n=args.n)
         elif args.command == "manifold":
             picture, axes = T.manifold_picture(model, pixels, n=args.n)
             if model.latent_dim != 2:

@@ -96,14 +96,14 @@ def _download(dataset: str, name: str, target: Path) -> list:
 
 
 def locate(dataset: str, name: str, data_dir: Optional[str] = None, download: bool = True) -> Path:
-    """Path of a verified ``<name>.gz``: found in the search roots, or downloaded into the cache."""
+    """Path of ``<name>.gz``: the first found in the search roots, or downloaded (and verified)
+    into the cache. Found files are verified by ``read_verified``, where their bytes are read."""
     if dataset not in SHA256:
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     roots = search_roots(data_dir)
     candidates = [root / dataset / (name + ".gz") for root in roots]
     for path in candidates:
         if path.is_file():
-            _verified_content(path, dataset, name)   # raises on a corrupt file: never half-used
             return path
     failures = _download(dataset, name, candidates[-1]) if download else ["downloads disabled"]
     if not failures:
@@ -134,8 +134,8 @@ def load(dataset: str = "mnist", split: str = "train", data_dir: Optional[str] =
     arrays = []
     for kind in ("images", "labels"):
         name = FILES[f"{split}_{kind}"]
-        path = locate(dataset, name, data_dir, download)
-        arrays.append(parse_idx(_verified_content(path, dataset, name), name))
+        raw = _verified_content(locate(dataset, name, data_dir, download), dataset, name)   # rejects a bad file
+        arrays.append(parse_idx(raw, name))
     return tuple(arrays)
 
 

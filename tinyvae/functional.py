@@ -72,7 +72,7 @@ def var(x, axis: Axis = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance Σ(x - x̄)² / (n - ddof), as NumPy's ``var`` (ddof=0 by default)."""
     x = as_tensor(x)
     centered = x - mean(x, axis, keepdims=True)
-    n = x.size // builtins.max(mean(x, axis).size, 1)
+    n = math.prod(x.shape[a] for a in _reduce.normalize_axis(axis, x.ndim))
     return sum(centered * centered, axis, keepdims) / (n - ddof)
 
 # ---- shapes -------------------------------------------------------------------------

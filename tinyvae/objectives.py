@@ -16,7 +16,6 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .autograd import no_grad
 from .distributions import Normal, standard_normal_like
 from .tensor import Tensor
 
@@ -82,7 +81,6 @@ def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
     return total - math.log(k)
 
 
-@no_grad()
 def active_units(mus: np.ndarray, threshold: float = 0.01) -> int:
     """Latent dimensions whose posterior mean varies across the data: Cov_x(E_q[z_d]) > 0.01
     (Burda et al. 2016)."""

@@ -29,6 +29,7 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {self.hyper['lr']}")
         self.steps = 0
         self.buffers: list = [{} for _ in self.params]
+        self._scratch_arrays: dict = {}     # work arrays, not state
 
     @property
     def lr(self) -> float:
@@ -126,7 +127,7 @@ class Adam(Optimizer):
 
     def _scratch(self, like):
         """A reusable work array shaped like ``like`` (not part of the state)."""
-        cache = self.__dict__.setdefault("_scratch_arrays", {})
+        cache = self._scratch_arrays
         key = (like.shape, like.dtype.str, backend.device_of(like))
         if key not in cache:
             cache[key] = backend.array_module(like).empty_like(like)

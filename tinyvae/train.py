@@ -240,7 +240,9 @@ def sample_picture(model, n: int, rng) -> np.ndarray:
 
 
 def reconstruction_picture(model, pixels: np.ndarray, n: int = 32, columns: int = 8) -> np.ndarray:
-    """Rows in pairs: originals, then their reconstructions."""
+    """Rows in pairs: originals, then their reconstructions. ``n`` is rounded up to whole rows,
+    so each original sits directly above its reconstruction."""
+    n = min(columns * -(-n // columns), len(pixels))
     originals = pixels[:n].reshape(-1, 28, 28)
     recon = decode_means(model, encode_means(model, pixels[:n]))
     tiles = []

@@ -98,22 +98,25 @@ class Upsample(Module):
         return F.interpolate_nearest(x, self.scale_factor)
 
 
-class AvgPool2d(Module):
+class _Pool(Module):
+    """A pooling layer: the subclass's ``pool`` (a functional form) with kernel, stride, padding."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.args = (kernel_size, stride, padding)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, *self.args)
+        return self.pool(x, *self.args)
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.args = (kernel_size, stride, padding)
+class AvgPool2d(_Pool):
+    """Mean over each window (zero padding counts, as PyTorch's default)."""
+    pool = staticmethod(F.avg_pool2d)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(x, *self.args)
+
+class MaxPool2d(_Pool):
+    """Max over each window (padding never wins)."""
+    pool = staticmethod(F.max_pool2d)
 
 
 class Flatten(Module):
