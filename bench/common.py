@@ -6,7 +6,7 @@ import os
 import platform
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 # bench/kernels.py shares its name with the ``kernels`` package it measures. Every benchmark
 # imports this module first; taking this folder off the import path here makes ``import
@@ -17,17 +17,31 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 def best_of(fn: Callable[[], object], repeats: int = 20, warmup: int = 3, sync: Optional[Callable] = None) -> float:
     """Minimum wall time in seconds over ``repeats`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
+    return best_of_each({"fn": fn}, repeats, warmup, sync)["fn"]
+
+
+def best_of_each(fns: Dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
+                 sync: Optional[Callable] = None, rounds: int = 4) -> Dict[str, float]:
+    """Minimum wall time in seconds of each function over ``repeats`` calls. The functions take
+    turns in ``rounds`` runs of consecutive calls, so a busy spell on a shared machine slows every
+    contender rather than whichever happened to be running (timing one after the other moved
+    ratios by 30%). Runs of calls, not single alternating calls: the thread pools of NumPy's
+    BLAS and of PyTorch keep spinning for a while after each call and slowed the other's next
+    call by up to 2x."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     if sync:
         sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        best = min(best, time.perf_counter() - t0)
+    best = {name: float("inf") for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(repeats // rounds + (r < repeats % rounds)):
+                t0 = time.perf_counter()
+                fn()
+                if sync:
+                    sync()
+                best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 

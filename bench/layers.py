@@ -8,7 +8,7 @@ Run: python bench/layers.py [--repeats N]
 """
 from __future__ import annotations
 
-from common import best_of, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+from common import best_of_each, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
 
 import argparse
 import os
@@ -64,7 +64,7 @@ def peak_extra_bytes(step, steps: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
     threads = os.cpu_count()
     torch = try_import_torch(threads)
@@ -72,16 +72,19 @@ def main() -> None:
     for name, make, make_torch, shape in CASES:
         x = rng.standard_normal(shape).astype(np.float32)
         layer = make()
-        ours = best_of(step_ours(layer, x), args.repeats)
-        rec = dict(what="layer_fwd_bwd", layer=name, shape=list(shape), dtype="float32", device="cpu",
-                   best_ms=ours * 1e3, machine=machine(), threads=threads)
+        steps = {"ours": step_ours(layer, x)}
         if torch is not None:
             tl = make_torch(torch)
             with torch.no_grad():
                 for (_, p), (_, q) in zip(tl.named_parameters(), layer.named_parameters()):
                     p.copy_(torch.from_numpy(q.data))
-            peer = best_of(step_torch(torch, tl, x), args.repeats)
-            rec.update(torch_best_ms=peer * 1e3, ratio_vs_torch=ours / peer)
+            steps["torch"] = step_torch(torch, tl, x)
+        best = best_of_each(steps, args.repeats)
+        rec = dict(what="layer_fwd_bwd", layer=name, shape=list(shape), dtype="float32", device="cpu",
+                   best_ms=best["ours"] * 1e3, machine=machine(), threads=threads,
+                   protocol="best of N, in runs taking turns with the peer")
+        if torch is not None:
+            rec.update(torch_best_ms=best["torch"] * 1e3, ratio_vs_torch=best["ours"] / best["torch"])
         if name.startswith("Conv"):
             win = layer.weight.shape[1] * 16
             out_hw = (shape[2] // 2) ** 2 if name.startswith("Conv2d") else shape[2] ** 2

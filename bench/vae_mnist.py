@@ -56,12 +56,12 @@ def torch_model(torch, preset: str, latent: int):
     return enc, dec
 
 
-def torch_terms(torch, enc, dec, x, latent, k=1):
-    """log weights [k, N] (k > 1) or (recon, kl) per example (k == 1), mirroring tinyvae's model."""
+def torch_terms(torch, enc, dec, x, latent, k=None):
+    """(recon, kl) per example (k None) or log importance weights [k, N], mirroring tinyvae's model."""
     F = torch.nn.functional
     h = enc(x)
     mu, logvar = h[:, :latent], 20 * torch.tanh(h[:, latent:] / 20)   # the same soft clamp
-    if k == 1:
+    if k is None:
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         recon = -F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(1)
         kl = 0.5 * (mu * mu + torch.exp(logvar) - 1 - logvar).sum(1)

@@ -1,4 +1,4 @@
-"""Custom kernels for the two hot spots of the VAE family.
+"""Custom kernels for the hot spots of the VAE family.
 
 Each module has three implementations behind one call:
   reference  readable NumPy/CuPy code, the oracle the tests compare against;
@@ -10,7 +10,9 @@ The array type picks the implementation; ``impl="reference"|"cpu"|"cuda"`` force
 
 reparam_kl  z = μ + exp(½ log σ²) ⊙ ε fused with the KL of N(μ, σ²) to N(0, I)
 vq          nearest-codebook search and the EMA codebook statistics
+col2im      the scatter-add of convolution windows back into an image (conv gradients,
+            transposed convolutions, pooling gradients)
 """
-from . import reparam_kl, vq
+from . import col2im, reparam_kl, vq
 
-__all__ = ["reparam_kl", "vq"]
+__all__ = ["col2im", "reparam_kl", "vq"]

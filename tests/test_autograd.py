@@ -217,6 +217,25 @@ def test_transpose_swaps_two_axes_like_pytorch():
     assert x.T.shape == (4, 3, 2)
 
 
+@pytest.mark.parametrize("input_batch_last", [True, False])
+@pytest.mark.parametrize("grad_transposed", [True, False])
+def test_reshape_gradient_comes_back_in_the_input_memory_order(input_batch_last, grad_transposed):
+    """Conv outputs are batch-last views: Flatten's gradient must come back in their order, and a
+    contiguous input's gradient contiguous, whatever order the gradient arrives in."""
+    base = np.arange(2 * 3 * 4 * 5, dtype=np.float64)
+    data = base.reshape(3, 4, 5, 2).transpose(3, 0, 1, 2) if input_batch_last else base.reshape(2, 3, 4, 5)
+    x = tv.tensor(data, dtype=np.float64, requires_grad=True)
+    weights = np.random.default_rng(0).standard_normal((2, 60))
+    flat = x.reshape(2, 60)
+    if grad_transposed:                      # the gradient reaches the reshape as a transposed view
+        (flat.T * weights.T.copy()).sum().backward()
+    else:
+        (flat * weights).sum().backward()
+    np.testing.assert_array_equal(x.grad, weights.reshape(2, 3, 4, 5))
+    order = lambda a: np.argsort([-s for s in a.strides], kind="stable").tolist()
+    assert order(x.grad) == order(data)
+
+
 def test_chunk_and_split_follow_pytorch_sizes():
     x = tv.tensor(np.arange(7.0))
     assert [p.shape[0] for p in F.chunk(x, 3)] == [3, 3, 1]

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyvae as tv
-from kernels import reparam_kl, vq
+from kernels import col2im, reparam_kl, vq
 from tinyvae import functional as F
 
 from conftest import GPU, SIMULATED
@@ -193,6 +193,60 @@ def test_ema_update_rejects_out_of_range_indices():
         vq.ema_update(np.zeros((2, 2), np.float32), np.array([0, 3]), 3)
 
 
+# ---- col2im -------------------------------------------------------------------------------
+
+def naive_col2im(win, image_hw, stride, padding, dilation):
+    """Entry by entry: win[i, j, c, oh, ow, :] is added at (oh·s − p + i·d, ow·s − p + j·d)."""
+    kh, kw, c, ho, wo, n = win.shape
+    image = np.zeros((c, *image_hw, n))
+    for i, j, ci, oh, ow in np.ndindex(kh, kw, c, ho, wo):
+        y = oh * stride[0] - padding[0] + i * dilation[0]
+        x = ow * stride[1] - padding[1] + j * dilation[1]
+        if 0 <= y < image_hw[0] and 0 <= x < image_hw[1]:
+            image[ci, y, x] += win[i, j, ci, oh, ow]
+    return image
+
+
+@st.composite
+def col2im_case(draw):
+    k, s, p, d = (tuple(draw(st.integers(lo, hi)) for _ in range(2)) for lo, hi in [(1, 4), (1, 3), (0, 2), (1, 2)])
+    image_hw = tuple(draw(st.integers(max(1, dd * (kk - 1) + 1 - 2 * pp), 9)) for kk, pp, dd in zip(k, p, d))
+    out_hw = tuple((size + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for size, kk, ss, pp, dd in zip(image_hw, k, s, p, d))
+    c, n = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    win = np.random.default_rng(seed).standard_normal((*k, c, *out_hw, n))
+    return win, image_hw, s, p, d
+
+
+@pytest.mark.parametrize("impl", ["reference"] + IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=col2im_case())
+def test_col2im_matches_naive_scatter_and_the_reference_bit_for_bit(impl, dtype, case):
+    win, image_hw, s, p, d = case
+    win = win.astype(dtype)
+    (image,) = run(lambda w, impl: (col2im.col2im(w, image_hw, s, p, d, impl=impl),), impl, win)
+    assert image.dtype == dtype and image.shape == (win.shape[2], *image_hw, win.shape[5])
+    np.testing.assert_allclose(image, naive_col2im(win.astype(np.float64), image_hw, s, p, d), **TOL[dtype])
+    # every implementation adds each element's terms in the reference's (i, j) order
+    np.testing.assert_array_equal(image, col2im.col2im(win, image_hw, s, p, d, impl="reference"))
+
+
+def test_col2im_cpu_takes_strided_and_broadcast_windows():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, 2, 3, 4, 4, 5))
+    args = ((8, 8), (2, 2), (0, 0), (1, 1))
+    for win in (base[:, :, :, :, :, ::-1], np.broadcast_to(base[:1, :1], base.shape)):
+        np.testing.assert_array_equal(col2im.col2im(win, *args, impl="cpu"),
+                                      col2im.col2im(np.ascontiguousarray(win), *args, impl="reference"))
+
+
+def test_col2im_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"expected windows \[kh, kw, C, Ho, Wo, N\], got shape \(2, 2\)"):
+        col2im.col2im(np.zeros((2, 2)), (3, 3), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(TypeError, match="expected float32 or float64"):
+        col2im.col2im(np.zeros((1, 1, 1, 1, 1, 1), np.int32), (1, 1), (1, 1), (0, 0), (1, 1))
+
+
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
 def test_cupy_inputs_stay_on_the_device():
     import cupy
@@ -202,6 +256,8 @@ def test_cupy_inputs_stay_on_the_device():
     assert isinstance(z, cupy.ndarray) and isinstance(kl, cupy.ndarray)
     index, sqdist = vq.nearest(mu, lv[:16])
     assert isinstance(index, cupy.ndarray) and index.dtype == np.int64
+    image = col2im.col2im(cupy.ones((2, 2, 3, 4, 4, 5), np.float32), (8, 8), (2, 2), (0, 0), (1, 1))
+    assert isinstance(image, cupy.ndarray) and float(image.sum()) == 2 * 2 * 3 * 4 * 4 * 5
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -25,8 +25,10 @@ def test_kl_standard_matches_a_monte_carlo_estimate(seed):
     z = mu + np.exp(0.5 * logvar) * rng.standard_normal((200_000, 3))
     log_q = -0.5 * (np.log(2 * np.pi) + logvar + (z - mu) ** 2 / np.exp(logvar))
     log_p = -0.5 * (np.log(2 * np.pi) + z ** 2)
-    mc = (log_q - log_p).sum(1).mean()
-    assert q.kl_standard().item() == pytest.approx(mc, abs=0.02)
+    log_ratio = (log_q - log_p).sum(1)
+    standard_error = log_ratio.std() / math.sqrt(len(log_ratio))
+    # within 6 standard errors of the Monte-Carlo mean (a fixed tolerance failed for large μ)
+    assert q.kl_standard().item() == pytest.approx(log_ratio.mean(), abs=6 * standard_error)
 
 
 def test_kl_between_normals_and_entropy_by_hand():

