@@ -10,9 +10,9 @@ The array type picks the implementation; ``impl="reference"|"cpu"|"cuda"`` force
 
 reparam_kl  z = μ + exp(½ log σ²) ⊙ ε fused with the KL of N(μ, σ²) to N(0, I)
 vq          nearest-codebook search and the EMA codebook statistics
-col2im      the scatter-add of convolution windows back into an image (conv gradients,
-            transposed convolutions, pooling gradients)
+im2col      a convolution's receptive fields gathered as columns, and the adjoint scatter-add
+            col2im (convolutions, their gradients, pooling gradients)
 """
-from . import col2im, reparam_kl, vq
+from . import im2col, reparam_kl, vq
 
-__all__ = ["col2im", "reparam_kl", "vq"]
+__all__ = ["im2col", "reparam_kl", "vq"]

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyvae as tv
-from kernels import col2im, reparam_kl, vq
+from kernels import im2col, reparam_kl, vq
 from tinyvae import functional as F
 
 from conftest import GPU, SIMULATED
@@ -193,7 +193,7 @@ def test_ema_update_rejects_out_of_range_indices():
         vq.ema_update(np.zeros((2, 2), np.float32), np.array([0, 3]), 3)
 
 
-# ---- col2im -------------------------------------------------------------------------------
+# ---- im2col and col2im ---------------------------------------------------------------------
 
 def naive_col2im(win, image_hw, stride, padding, dilation):
     """Entry by entry: win[i, j, c, oh, ow, :] is added at (oh·s − p + i·d, ow·s − p + j·d)."""
@@ -205,6 +205,18 @@ def naive_col2im(win, image_hw, stride, padding, dilation):
         if 0 <= y < image_hw[0] and 0 <= x < image_hw[1]:
             image[ci, y, x] += win[i, j, ci, oh, ow]
     return image
+
+
+def naive_im2col(image, kernel, stride, padding, dilation, out_hw, pad_value):
+    """Entry by entry: win[i, j, c, oh, ow, :] = image[c, oh·s − p + i·d, ow·s − p + j·d, :]."""
+    c, h, w, n = image.shape
+    win = np.full((*kernel, c, *out_hw, n), pad_value, np.float64)
+    for i, j, ci, oh, ow in np.ndindex(*kernel, c, *out_hw):
+        y = oh * stride[0] - padding[0] + i * dilation[0]
+        x = ow * stride[1] - padding[1] + j * dilation[1]
+        if 0 <= y < h and 0 <= x < w:
+            win[i, j, ci, oh, ow] = image[ci, y, x]
+    return win
 
 
 @st.composite
@@ -220,31 +232,50 @@ def col2im_case(draw):
 
 @pytest.mark.parametrize("impl", ["reference"] + IMPLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(case=col2im_case(), pad_value=st.sampled_from([0.0, -np.inf]))
+def test_im2col_matches_naive_gather(impl, dtype, case, pad_value):
+    windows_like, image_hw, s, p, d = case        # the windows' shape fixes the geometry
+    k, c, out_hw, n = windows_like.shape[:2], windows_like.shape[2], windows_like.shape[3:5], windows_like.shape[5]
+    image = np.random.default_rng(1).standard_normal((c, *image_hw, n)).astype(dtype)
+    (win,) = run(lambda a, impl: (im2col.im2col(a, k, s, p, d, pad_value, impl=impl),), impl, image)
+    assert win.dtype == dtype and win.flags.c_contiguous
+    np.testing.assert_array_equal(win, naive_im2col(image, k, s, p, d, out_hw, pad_value).astype(dtype))
+
+
+@pytest.mark.parametrize("impl", ["reference"] + IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(case=col2im_case())
 def test_col2im_matches_naive_scatter_and_the_reference_bit_for_bit(impl, dtype, case):
     win, image_hw, s, p, d = case
     win = win.astype(dtype)
-    (image,) = run(lambda w, impl: (col2im.col2im(w, image_hw, s, p, d, impl=impl),), impl, win)
+    (image,) = run(lambda w, impl: (im2col.col2im(w, image_hw, s, p, d, impl=impl),), impl, win)
     assert image.dtype == dtype and image.shape == (win.shape[2], *image_hw, win.shape[5])
     np.testing.assert_allclose(image, naive_col2im(win.astype(np.float64), image_hw, s, p, d), **TOL[dtype])
     # every implementation adds each element's terms in the reference's (i, j) order
-    np.testing.assert_array_equal(image, col2im.col2im(win, image_hw, s, p, d, impl="reference"))
+    np.testing.assert_array_equal(image, im2col.col2im(win, image_hw, s, p, d, impl="reference"))
 
 
-def test_col2im_cpu_takes_strided_and_broadcast_windows():
+def test_im2col_and_col2im_cpu_take_strided_and_broadcast_arrays():
     rng = np.random.default_rng(0)
     base = rng.standard_normal((2, 2, 3, 4, 4, 5))
     args = ((8, 8), (2, 2), (0, 0), (1, 1))
     for win in (base[:, :, :, :, :, ::-1], np.broadcast_to(base[:1, :1], base.shape)):
-        np.testing.assert_array_equal(col2im.col2im(win, *args, impl="cpu"),
-                                      col2im.col2im(np.ascontiguousarray(win), *args, impl="reference"))
+        np.testing.assert_array_equal(im2col.col2im(win, *args, impl="cpu"),
+                                      im2col.col2im(np.ascontiguousarray(win), *args, impl="reference"))
+    image = rng.standard_normal((5, 8, 8, 3)).transpose(3, 1, 2, 0)        # [C, H, W, N], strided
+    np.testing.assert_array_equal(im2col.im2col(image, (3, 3), (1, 1), (1, 1), (1, 1), impl="cpu"),
+                                  im2col.im2col(image, (3, 3), (1, 1), (1, 1), (1, 1), impl="reference"))
 
 
-def test_col2im_rejects_bad_input():
+def test_im2col_and_col2im_reject_bad_input():
     with pytest.raises(ValueError, match=r"expected windows \[kh, kw, C, Ho, Wo, N\], got shape \(2, 2\)"):
-        col2im.col2im(np.zeros((2, 2)), (3, 3), (1, 1), (0, 0), (1, 1))
+        im2col.col2im(np.zeros((2, 2)), (3, 3), (1, 1), (0, 0), (1, 1))
     with pytest.raises(TypeError, match="expected float32 or float64"):
-        col2im.col2im(np.zeros((1, 1, 1, 1, 1, 1), np.int32), (1, 1), (1, 1), (0, 0), (1, 1))
+        im2col.col2im(np.zeros((1, 1, 1, 1, 1, 1), np.int32), (1, 1), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match=r"expected an image \[C, H, W, N\], got shape \(3, 3\)"):
+        im2col.im2col(np.zeros((3, 3)), (2, 2), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match=r"image 2x2 is too small for kernel \(3, 3\)"):
+        im2col.im2col(np.zeros((1, 2, 2, 1)), (3, 3), (1, 1), (0, 0), (1, 1))
 
 
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")
@@ -256,8 +287,10 @@ def test_cupy_inputs_stay_on_the_device():
     assert isinstance(z, cupy.ndarray) and isinstance(kl, cupy.ndarray)
     index, sqdist = vq.nearest(mu, lv[:16])
     assert isinstance(index, cupy.ndarray) and index.dtype == np.int64
-    image = col2im.col2im(cupy.ones((2, 2, 3, 4, 4, 5), np.float32), (8, 8), (2, 2), (0, 0), (1, 1))
+    image = im2col.col2im(cupy.ones((2, 2, 3, 4, 4, 5), np.float32), (8, 8), (2, 2), (0, 0), (1, 1))
     assert isinstance(image, cupy.ndarray) and float(image.sum()) == 2 * 2 * 3 * 4 * 4 * 5
+    win = im2col.im2col(image, (2, 2), (2, 2), (0, 0), (1, 1))
+    assert isinstance(win, cupy.ndarray) and win.shape == (2, 2, 3, 4, 4, 5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

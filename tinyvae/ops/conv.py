@@ -1,11 +1,10 @@
 """2-D convolution, its adjoint, and pooling, all on one pair of helpers:
 
-``im2col``  every receptive field as a column: [kh·kw·C, Ho·Wo·N], gathered through a
-            strided view (stride tricks; one contiguous copy);
-``col2im``  its adjoint: adds each column entry back where it came from; the sums run in
-            the custom kernel ``kernels.col2im`` (each image element gathered once, Numba
-            on the CPU, CUDA for CuPy arrays), whose reference is one vectorised add per
-            kernel offset.
+``im2col``  every receptive field as a column: [kh·kw·C, Ho·Wo·N];
+``col2im``  its adjoint: adds each column entry back where it came from.
+Both moves run in the custom kernel ``kernels.im2col`` (Numba on the CPU, CUDA for CuPy
+arrays); its readable reference is a strided view of the padded image (stride tricks) for
+im2col and one vectorised add per kernel offset for col2im.
 
 Internally images are laid out [C, H, W, N] (batch last), so that both the gather and the
 scatter-add move runs of N contiguous numbers; in [N, C, H, W] the innermost run would be
@@ -16,7 +15,7 @@ weight [C_in, C_out, kh, kw].
 """
 from __future__ import annotations
 
-from kernels import col2im as col2im_kernel
+from kernels import im2col as im2col_kernel
 
 from .. import backend
 from ..autograd import Function
@@ -50,23 +49,17 @@ class Geometry:
 
 
 def windows(x, g: Geometry, pad_value: float = 0.0):
-    """Strided view [kh, kw, C, Ho, Wo, N] of the receptive fields of ``x`` [N, C, H, W]
-    (padded with ``pad_value``), over a batch-last copy of x."""
-    xp = backend.array_module(x)
-    (ph, pw), (sh, sw), (dh, dw), (kh, kw) = g.p, g.s, g.d, g.k
-    n, c, h, w = x.shape
-    ho, wo = g.out_hw(h, w)
-    xc = xp.full((c, h + 2 * ph, w + 2 * pw, n), pad_value, x.dtype)
-    xc[:, ph:ph + h, pw:pw + w, :] = x.transpose(1, 2, 3, 0)
-    s_c, s_h, s_w, s_n = xc.strides
-    return xp.lib.stride_tricks.as_strided(
-        xc, (kh, kw, c, ho, wo, n), (s_h * dh, s_w * dw, s_c, s_h * sh, s_w * sw, s_n))
+    """Receptive fields [kh, kw, C, Ho, Wo, N] of ``x`` [N, C, H, W] (padded with ``pad_value``),
+    a contiguous array."""
+    g.out_hw(x.shape[2], x.shape[3])                  # rejects inputs too small for the kernel
+    image = backend.array_module(x).ascontiguousarray(x.transpose(1, 2, 3, 0))   # free for batch-last views
+    return im2col_kernel.im2col(image, g.k, g.s, g.p, g.d, pad_value)
 
 
 def scatter_windows(win, x_shape: tuple, g: Geometry):
     """Adjoint of ``windows``: sum entries [kh, kw, C, Ho, Wo, N] back into an [N, C, H, W]
     array (a batch-last view, see batch_first)."""
-    return col2im_kernel.col2im(win, x_shape[2:], g.s, g.p, g.d).transpose(3, 0, 1, 2)
+    return im2col_kernel.col2im(win, x_shape[2:], g.s, g.p, g.d).transpose(3, 0, 1, 2)
 
 
 def im2col(x, g: Geometry):
