@@ -18,7 +18,7 @@ import os
 import resource
 import time
 
-from common import best_of, best_of_each, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
+from common import best_of_each, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
 
 import numpy as np  # noqa: E402
 
