@@ -37,16 +37,25 @@ except ImportError:
 from ._dispatch import CudaLaunch, array_module, check_float, choose
 
 
+def conv_out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
+    """Output length of a convolution: ⌊(size + 2p − d(k − 1) − 1) / s⌋ + 1."""
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _geometry(stride, padding, dilation) -> tuple:
+    """(sh, sw, ph, pw, dh, dw) as plain ints, the kernels' argument order."""
+    return tuple(int(v) for v in (*stride, *padding, *dilation))
+
+
 def im2col(image, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, pad_value: float = 0.0,
            impl: str = None):
     """Windows [kh, kw, C, Ho, Wo, N] (contiguous) of ``image`` [C, H, W, N]."""
     check_float("im2col", image)
     if image.ndim != 4:
         raise ValueError(f"im2col: expected an image [C, H, W, N], got shape {image.shape}")
-    geometry = tuple(int(v) for v in (*stride, *padding, *dilation))
+    geometry = _geometry(stride, padding, dilation)
     c, h, w, n = image.shape
-    out_hw = tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
-                   for size, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))
+    out_hw = tuple(map(conv_out_size, (h, w), kernel, stride, padding, dilation))
     if min(out_hw) < 1:
         raise ValueError(f"im2col: image {h}x{w} is too small for kernel {tuple(kernel)} with padding "
                          f"{tuple(padding)} and dilation {tuple(dilation)}")
@@ -66,7 +75,7 @@ def col2im(win, image_hw: tuple, stride: tuple, padding: tuple, dilation: tuple,
     check_float("col2im", win)
     if win.ndim != 6:
         raise ValueError(f"col2im: expected windows [kh, kw, C, Ho, Wo, N], got shape {win.shape}")
-    geometry = tuple(int(v) for v in (*stride, *padding, *dilation))
+    geometry = _geometry(stride, padding, dilation)
     which = choose(impl, win)
     if which == "reference":
         return col2im_reference(win, image_hw, geometry)

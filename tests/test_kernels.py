@@ -223,7 +223,7 @@ def naive_im2col(image, kernel, stride, padding, dilation, out_hw, pad_value):
 def col2im_case(draw):
     k, s, p, d = (tuple(draw(st.integers(lo, hi)) for _ in range(2)) for lo, hi in [(1, 4), (1, 3), (0, 2), (1, 2)])
     image_hw = tuple(draw(st.integers(max(1, dd * (kk - 1) + 1 - 2 * pp), 9)) for kk, pp, dd in zip(k, p, d))
-    out_hw = tuple((size + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for size, kk, ss, pp, dd in zip(image_hw, k, s, p, d))
+    out_hw = tuple(map(im2col.conv_out_size, image_hw, k, s, p, d))
     c, n = draw(st.integers(1, 3)), draw(st.integers(1, 5))
     seed = draw(st.integers(0, 2**32 - 1))
     win = np.random.default_rng(seed).standard_normal((*k, c, *out_hw, n))

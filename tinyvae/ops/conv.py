@@ -16,6 +16,7 @@ weight [C_in, C_out, kh, kw].
 from __future__ import annotations
 
 from kernels import im2col as im2col_kernel
+from kernels.im2col import conv_out_size
 
 from .. import backend
 from ..autograd import Function
@@ -23,11 +24,6 @@ from ..autograd import Function
 
 def pair(v) -> tuple:
     return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def conv_out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
-    """Output length of a convolution: ⌊(size + 2p − d(k − 1) − 1) / s⌋ + 1."""
-    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
 
 
 class Geometry:
