@@ -91,6 +91,14 @@ def test_training_options_are_applied(tmp_path):
     assert metrics(tmp_path / "a")[0]["kl_weight"] == pytest.approx(0.5 * 3 / 100)
 
 
+def test_iwae_lr_schedule_is_applied_and_kept_on_resume(tmp_path, capsys):
+    out = tmp_path / "staged"
+    assert run("train", "--epochs", 2, "--out", out, "--lr", 0.01, "--lr-schedule", "iwae", *SMALL) == 0
+    assert [r["lr"] for r in metrics(out)] == pytest.approx([0.01, 0.01 * 10 ** (-1 / 7)])
+    code = run("train", "--epochs", 3, "--out", out, "--lr", 0.01, "--resume", *SMALL)
+    one_line_error(capsys, code, 1, "trained with --lr-schedule iwae, this run asks for constant")
+
+
 def one_line_error(capsys, code, expected_code, pattern):
     err = capsys.readouterr().err
     assert code == expected_code

@@ -96,6 +96,18 @@ def test_schedules():
     assert opt.lr == pytest.approx(0.1)
 
 
+def test_iwae_paper_schedule_stages():
+    # Burda et al. 2016: stage i is 3^i epochs long at 10^(-i/7); stages start at epochs 0, 1, 4, 13, 40, ...
+    steps_per_epoch = 3
+    schedule = optim.IWAEStages(steps_per_epoch)
+    first_epochs = [0, 1, 4, 13, 40, 121, 364, 1093]
+    for stage, start in enumerate(first_epochs):
+        assert schedule(start * steps_per_epoch) == pytest.approx(10 ** (-stage / 7))
+        if start:
+            assert schedule(start * steps_per_epoch - 1) == pytest.approx(10 ** (-(stage - 1) / 7))
+    assert schedule(10 ** 7) == pytest.approx(0.1)      # after 3280 epochs it stays at the last stage
+
+
 def test_clip_grad_norm_scales_and_reports_total():
     a, b = param([3.0]), param([4.0])
     a.grad, b.grad = np.array([3.0]), np.array([4.0])

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-schedule", choices=T.LR_SCHEDULES, default="constant",
+                   help="iwae: the IWAE paper's 8 stages of 3^i epochs at 10^(-i/7) x --lr (3280 epochs)")
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (β-VAE)")
     t.add_argument("--kl-anneal", choices=["none", "linear", "cyclical"], default="none")
     t.add_argument("--warmup-steps", type=_positive_int, default=10000,
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> None:
     config = T.Config(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, beta=args.beta, kl_anneal=args.kl_anneal, warmup_steps=args.warmup_steps,
+                      lr=args.lr, lr_schedule=args.lr_schedule, beta=args.beta, kl_anneal=args.kl_anneal, warmup_steps=args.warmup_steps,
                       free_bits=args.free_bits, iwae_k=args.iwae_k, latent_dim=args.latent_dim, seed=args.seed,
                       device=args.device, train_size=args.train_size, test_size=args.test_size,
                       data_dir=args.data_dir)

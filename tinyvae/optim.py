@@ -180,6 +180,23 @@ class LinearWarmup:
         return self.after(step - self.warmup)
 
 
+class IWAEStages:
+    """The IWAE paper's schedule (Burda et al., 2016, §5): stage i = 0..7 lasts 3^i epochs at
+    10^(−i/7) × the base rate, 3280 epochs in all; later epochs stay in the last stage."""
+
+    stages = 8
+
+    def __init__(self, steps_per_epoch: int):
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        epoch, stage, stage_end = step // self.steps_per_epoch, 0, 1
+        while epoch >= stage_end and stage < self.stages - 1:   # stage i ends after 3^0 + ... + 3^i epochs
+            stage += 1
+            stage_end += 3 ** stage
+        return 10.0 ** (-stage / 7)
+
+
 class Scheduler:
     """Sets ``optimizer.lr = base_lr · schedule(step)``; call ``step()`` once per optimizer step."""
 

@@ -37,6 +37,7 @@ class Config:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"   # constant | iwae (the IWAE paper's 8 stages over 3280 epochs)
     beta: float = 1.0
     kl_anneal: str = "none"         # none | linear | cyclical
     warmup_steps: int = 10000       # linear warm-up length / cyclical cycle length, in steps
@@ -59,12 +60,22 @@ class Config:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.beta < 0 or self.free_bits < 0:
             raise ValueError("--lr must be positive, --beta and --free-bits non-negative")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown --lr-schedule {self.lr_schedule!r}; expected {' or '.join(LR_SCHEDULES)}")
         if self.kl_anneal not in ("none", "linear", "cyclical"):
             raise ValueError(f"unknown --kl-anneal {self.kl_anneal!r}; expected none, linear or cyclical")
         if self.device not in backend.DEVICES:
             raise ValueError(f"unknown device {self.device!r}; expected cpu or cuda")
         if self.device == "cuda" and not backend.cuda_available():
             raise ValueError("--device cuda needs CuPy and a CUDA GPU; none is available here")
+
+
+LR_SCHEDULES = ("constant", "iwae")
+
+
+def lr_schedule(config: Config, steps_per_epoch: int):
+    """Step number → multiplier of --lr."""
+    return optim.IWAEStages(steps_per_epoch) if config.lr_schedule == "iwae" else optim.Constant()
 
 
 def make_model(config: Config, rng=None) -> VAE:
@@ -122,6 +133,7 @@ def train(config: Config, out_dir: str, resume: bool = False, progress: bool = T
         os.remove(metrics_path)    # a fresh run starts a fresh log
     train_pixels = load_pixels(config, "train")
     test_pixels = load_pixels(config, "test")
+    schedule = lr_schedule(config, -(-len(train_pixels) // config.batch_size))
     history = []
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
@@ -146,6 +158,7 @@ def train(config: Config, out_dir: str, resume: bool = False, progress: bool = T
                                     f"training stopped and {kept}")
             opt.zero_grad()
             loss.backward()
+            opt.lr = config.lr * schedule(step)
             opt.step()
             step += 1
             n = len(idx)
@@ -159,7 +172,7 @@ def train(config: Config, out_dir: str, resume: bool = False, progress: bool = T
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "step": step, "train_loss": totals["loss"] / count,
                   "train_recon": totals["recon"] / count, "train_kl": totals["kl"] / count,
-                  "kl_weight": weight, "seconds": seconds}
+                  "kl_weight": weight, "lr": opt.lr, "seconds": seconds}
         record.update(evaluate(model, test_pixels, np.random.default_rng([config.seed, epoch]),
                                device=config.device))
         history.append(record)
@@ -208,6 +221,9 @@ def _restore(out_dir, config, model, opt, rng) -> tuple:
         if saved.get(key) != getattr(config, key):
             raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with "
                                 f"{key}={saved.get(key)!r}, this run asks for {getattr(config, key)!r}")
+    if saved.get("lr_schedule", "constant") != config.lr_schedule:   # older checkpoints predate the option
+        raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with --lr-schedule "
+                            f"{saved.get('lr_schedule', 'constant')}, this run asks for {config.lr_schedule}")
     if state["model_config"] != model.config():
         raise TrainingError(f"cannot resume: the checkpoint in {out_dir} holds a {state['model_config']} model")
     model.load_state_dict(state["model"])
