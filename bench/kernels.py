@@ -1,7 +1,8 @@
 """Kernel benchmark (issue: custom kernels). Prints JSON lines.
 
 CPU (always): fused reparameterize+KL forward and backward vs unfused NumPy and unfused
-PyTorch; nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
+PyTorch; the fused Adam step over the mlp VAE's parameters vs the same step in NumPy array
+operations and torch.optim.Adam (its default and its fused CPU form); nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
 N=2^20, K=2^14, D=8 (an N×K float32 matrix would be 64 GiB) with its peak memory.
 GPU (when CuPy and a device are present): device copy bandwidth; reparam+KL vs unfused
 CuPy and PyTorch eager; search vs torch.cdist+argmin and the matmul form ‖e‖² − 2z·eᵀ +
@@ -22,7 +23,7 @@ from common import best_of_each, emit, machine, try_import_torch  # first: it ke
 
 import numpy as np  # noqa: E402
 
-from kernels import reparam_kl, vq  # noqa: E402
+from kernels import adam, reparam_kl, vq  # noqa: E402
 
 
 def reparam_bytes(shape, itemsize, direction):
@@ -81,6 +82,45 @@ def cpu_reparam(torch, repeats):
             if torch is not None:
                 rec.update(torch_unfused_ms=best["torch"] * 1e3, speedup_vs_torch=best["torch"] / ours)
             emit(**rec)
+
+
+MLP_VAE_SHAPES = [(200, 784), (200,), (200, 200), (200,), (100, 200), (100,),      # encoder
+                  (200, 50), (200,), (200, 200), (200,), (784, 200), (784,)]       # decoder
+
+
+def cpu_adam(torch, repeats):
+    """One optimizer step over the 425k parameters of the mlp VAE (12 arrays), float32."""
+    rng = np.random.default_rng(0)
+    arrays = [[rng.standard_normal(shape).astype(np.float32) for _ in range(3)] for shape in MLP_VAE_SHAPES]
+    for _, _, v in arrays:
+        np.abs(v, out=v)
+    grads = [rng.standard_normal(shape).astype(np.float32) for shape in MLP_VAE_SHAPES]
+
+    def ours(impl):
+        def step():
+            for (p, m, v), g in zip(arrays, grads):
+                adam.step(p, g, m, v, t=10, lr=1e-3, impl=impl)
+        return step
+    fns = {"ours": ours("cpu"), "numpy": ours("reference")}
+    if torch is not None:
+        for name, options in (("torch", {}), ("torch_fused", {"fused": True})):
+            params = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p, _, _ in arrays]
+            for p, g in zip(params, grads):
+                p.grad = torch.from_numpy(g)
+            try:
+                fns[name] = torch.optim.Adam(params, lr=1e-3, **options).step
+            except (RuntimeError, TypeError):      # a build without the fused CPU Adam
+                pass
+    best = best_of_each(fns, repeats)
+    n = sum(int(np.prod(s)) for s in MLP_VAE_SHAPES)
+    ms = best["ours"] * 1e3
+    rec = dict(op="adam_step", impl="numba-cpu", shape=[n], arrays=len(MLP_VAE_SHAPES), dtype="float32",
+               device="cpu", machine=machine(), min_ms=ms, gb_per_s=7 * 4 * n / best["ours"] / 1e9,
+               numpy_unfused_ms=best["numpy"] * 1e3, speedup_vs_numpy=best["numpy"] / best["ours"])
+    for name in ("torch", "torch_fused"):
+        if name in best:
+            rec.update({f"{name}_ms": best[name] * 1e3, f"speedup_vs_{name}": best[name] / best["ours"]})
+    emit(**rec)
 
 
 def cpu_search(repeats, skip_big):
@@ -216,6 +256,7 @@ def main() -> None:
     torch = try_import_torch(os.cpu_count())
     if not args.gpu_only:
         cpu_reparam(torch, args.repeats)
+        cpu_adam(torch, args.repeats)
         cpu_search(args.repeats, args.skip_big)
     from tinyvae.backend import cuda_available
     if cuda_available():

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyvae as tv
-from kernels import im2col, reparam_kl, vq
+from kernels import adam, im2col, reparam_kl, vq
 from tinyvae import functional as F
 
 from conftest import GPU, SIMULATED
@@ -276,6 +276,81 @@ def test_im2col_and_col2im_reject_bad_input():
         im2col.im2col(np.zeros((3, 3)), (2, 2), (1, 1), (0, 0), (1, 1))
     with pytest.raises(ValueError, match=r"image 2x2 is too small for kernel \(3, 3\)"):
         im2col.im2col(np.zeros((1, 2, 2, 1)), (3, 3), (1, 1), (0, 0), (1, 1))
+
+
+# ---- fused Adam step -------------------------------------------------------------------------
+
+def adam_textbook(p, g, m, v, t, lr, b1, b2, eps, decay, decoupled):
+    """Kingma & Ba, Algorithm 1 (ε outside the square root, as PyTorch), in float64."""
+    p, g, m, v = (a.astype(np.float64) for a in (p, g, m, v))
+    if decoupled:
+        p = p * (1 - lr * decay)
+    else:
+        g = g + decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g ** 2
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+@st.composite
+def adam_case(draw, dtype):
+    shape = draw(st.sampled_from([(1,), (7,), (3, 5), (2, 3, 4), (300,)]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    p, g, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(shape)).astype(dtype) * draw(st.sampled_from([0.0, 1e-12, 1.0]))
+    hyper = dict(t=draw(st.integers(1, 3000)), lr=draw(st.sampled_from([1e-3, 0.1])),
+                 beta1=draw(st.sampled_from([0.0, 0.9])), beta2=draw(st.sampled_from([0.99, 0.999])),
+                 eps=draw(st.sampled_from([1e-8, 1e-4])), weight_decay=draw(st.sampled_from([0.0, 0.01])),
+                 decoupled=draw(st.booleans()))
+    return [p, g, m, v], hyper
+
+
+def run_adam(impl, arrays, hyper):
+    """adam.step on copies of ``arrays`` (CuPy copies on a real GPU); the updated (p, m, v)."""
+    if impl == "cuda" and GPU:
+        import cupy
+        p, g, m, v = (cupy.asarray(a) for a in arrays)
+        adam.step(p, g, m, v, impl=impl, **hyper)
+        return [cupy.asnumpy(a) for a in (p, m, v)]
+    p, g, m, v = (a.copy() for a in arrays)
+    adam.step(p, g, m, v, impl=impl, **hyper)
+    return [p, m, v]
+
+
+@pytest.mark.parametrize("impl", ["reference"] + IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_adam_step_matches_the_textbook_formula(impl, dtype, data):
+    arrays, hyper = data.draw(adam_case(dtype))
+    h = hyper
+    expected = adam_textbook(*arrays, h["t"], h["lr"], h["beta1"], h["beta2"], h["eps"], h["weight_decay"],
+                             h["decoupled"])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    for got, want in zip(run_adam(impl, arrays, hyper), expected):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_adam_cpu_kernel_gives_the_reference_bits(dtype, data):
+    arrays, hyper = data.draw(adam_case(dtype))
+    for got, want in zip(run_adam("cpu", arrays, hyper), run_adam("reference", arrays, hyper)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_adam_step_rejects_bad_input():
+    z = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"one shape, got \(3,\), \(2,\)"):
+        adam.step(z, np.zeros(2, np.float32), z.copy(), z.copy(), t=1, lr=0.1)
+    with pytest.raises(TypeError, match="share one dtype"):
+        adam.step(z, np.zeros(3), z.copy(), z.copy(), t=1, lr=0.1)
+    with pytest.raises(ValueError, match="t starts at 1, got 0"):
+        adam.step(z, z.copy(), z.copy(), z.copy(), t=0, lr=0.1)
+    strided = np.zeros((3, 4), np.float32).T
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        adam.step(strided, strided.copy(), strided.copy(), strided.copy(), t=1, lr=0.1, impl="cpu")
 
 
 @pytest.mark.skipif(not GPU, reason="needs CuPy and a CUDA GPU")

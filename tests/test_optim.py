@@ -81,6 +81,19 @@ def test_optimizer_state_round_trip_resumes_exactly():
     np.testing.assert_array_equal(run(None), run(3))
 
 
+def test_adam_updates_a_non_contiguous_parameter_like_a_contiguous_one():
+    rng = np.random.default_rng(0)
+    data, grad = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    strided, flat = param(np.asfortranarray(data)), param(data.copy())
+    opts = [optim.Adam([p], lr=0.1, weight_decay=0.1) for p in (strided, flat)]
+    for _ in range(3):
+        for p, opt in zip((strided, flat), opts):
+            p.grad = grad.copy()
+            opt.step()
+    assert not strided.data.flags.c_contiguous
+    np.testing.assert_array_equal(strided.data, flat.data)
+
+
 def test_schedules():
     assert optim.StepDecay(2, 0.5)(5) == 0.25
     cos = optim.Cosine(10, min_factor=0.1)

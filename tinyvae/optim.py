@@ -11,6 +11,8 @@ from typing import Iterable
 
 import numpy as np
 
+from kernels import adam as adam_kernel
+
 from . import backend
 
 
@@ -29,7 +31,6 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be positive, got {self.hyper['lr']}")
         self.steps = 0
         self.buffers: list = [{} for _ in self.params]
-        self._scratch_arrays: dict = {}     # work arrays, not state
 
     @property
     def lr(self) -> float:
@@ -97,41 +98,14 @@ class Adam(Optimizer):
 
     def update(self, p, g, buf):
         h = self.hyper
-        xp = backend.array_module(p.data)
-        b1, b2 = h["betas"]
-        if h["weight_decay"]:
-            if self.decoupled:
-                p.data *= 1 - h["lr"] * h["weight_decay"]
-            else:
-                g = g + h["weight_decay"] * p.data
         if "m" not in buf:
-            buf["m"], buf["v"] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-        m, v = buf["m"], buf["v"]
-        t = self.steps
-        # In place, through one scratch array: the same formulas as above without a temporary
-        # per operation (which made this the slowest part of a small model's step).
-        tmp = self._scratch(p.data)
-        m *= b1
-        xp.multiply(g, 1 - b1, out=tmp)
-        m += tmp                                        # m = β₁m + (1 − β₁)g
-        v *= b2
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v += tmp                                        # v = β₂v + (1 − β₂)g²
-        xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(1 - b2 ** t)
-        tmp += h["eps"]                                 # √v̂ + ε
-        xp.divide(m, tmp, out=tmp)
-        tmp *= h["lr"] / (1 - b1 ** t)                  # lr · m̂ / (√v̂ + ε)
-        p.data -= tmp
-
-    def _scratch(self, like):
-        """A reusable work array shaped like ``like`` (not part of the state)."""
-        cache = self._scratch_arrays
-        key = (like.shape, like.dtype.str, backend.device_of(like))
-        if key not in cache:
-            cache[key] = backend.array_module(like).empty_like(like)
-        return cache[key]
+            xp = backend.array_module(p.data)
+            buf["m"], buf["v"] = xp.zeros(p.shape, p.dtype), xp.zeros(p.shape, p.dtype)
+        # One fused pass (kernels/adam.py); the in-place array version serves parameters
+        # whose memory is not one contiguous block.
+        adam_kernel.step(p.data, g, buf["m"], buf["v"], self.steps, h["lr"], *h["betas"], h["eps"],
+                         h["weight_decay"], self.decoupled,
+                         impl=None if p.data.flags.c_contiguous else "reference")
 
 
 class AdamW(Adam):
