@@ -10,11 +10,11 @@ Written with NumPy ufuncs the step is a dozen passes over memory; for the 425k p
 the MNIST mlp VAE that was a fifth of a training step.
 
   reference  the formulas as in-place NumPy/CuPy array operations.
-  cpu        a Numba loop doing the same operations in the same order and precision, so it
-             gives the reference's bits. error_model="numpy" lets the division vectorise
-             (Numba's default Python error model puts a zero check in the loop, which keeps
-             it scalar: 4x slower).
-  cuda       the same loop body, one thread per element.
+  cpu        a Numba loop over ``_element``, which does the reference's operations in the
+             same order and precision, so it gives the reference's bits. error_model="numpy"
+             lets the division vectorise (Numba's default Python error model puts a zero
+             check in the loop, which keeps it scalar: 4x slower).
+  cuda       ``_element`` again, one thread per element.
 """
 from __future__ import annotations
 
@@ -75,19 +75,25 @@ def step_reference(p, g, m, v, b1, c1, b2, c2, v_scale, eps, step_size, decay_mo
     p -= m / (array_module(v).sqrt(v) * v_scale + eps) * step_size
 
 
+def _element(p, g, m, v, b1, c1, b2, c2, v_scale, eps, step_size, decay_mode, decay, shrink):
+    """One element's step: the new (p, m, v), with the reference's operations in its order.
+    Compiled for both kernels (Numba's math.sqrt keeps float32 in float32)."""
+    if decay_mode == DECOUPLED:
+        p = p * shrink
+    elif decay_mode == L2:
+        g = g + decay * p
+    m = m * b1 + c1 * g
+    v = v * b2 + (g * g) * c2
+    return p - m / (math.sqrt(v) * v_scale + eps) * step_size, m, v
+
+
+_element_cpu = njit(error_model="numpy")(_element)
+
+
 @njit(cache=True, error_model="numpy")
-def _step_cpu(p, g, m, v, b1, c1, b2, c2, v_scale, eps, step_size, decay_mode, decay, shrink):
+def _step_cpu(p, g, m, v, *scalars):
     for i in range(p.shape[0]):
-        gi = g[i]
-        if decay_mode == DECOUPLED:
-            p[i] *= shrink
-        elif decay_mode == L2:
-            gi = gi + decay * p[i]
-        mi = m[i] * b1 + c1 * gi
-        vi = v[i] * b2 + (gi * gi) * c2
-        m[i] = mi
-        v[i] = vi
-        p[i] -= mi / (np.sqrt(vi) * v_scale + eps) * step_size
+        p[i], m[i], v[i] = _element_cpu(p[i], g[i], m[i], v[i], *scalars)
 
 
 THREADS = 256
@@ -97,21 +103,13 @@ _KERNEL: list = []
 def _step_kernel():
     """Compiled once on first use (``cuda`` must stay a module global: the simulator swaps it)."""
     if not _KERNEL:
+        element = cuda.jit(device=True)(_element)
+
         @cuda.jit(cache=True)
-        def kernel(p, g, m, v, b1, c1, b2, c2, v_scale, eps, step_size, decay_mode, decay, shrink):
+        def kernel(p, g, m, v, *scalars):
             i = cuda.grid(1)
-            if i >= p.shape[0]:
-                return
-            gi = g[i]
-            if decay_mode == DECOUPLED:
-                p[i] *= shrink
-            elif decay_mode == L2:
-                gi = gi + decay * p[i]
-            mi = m[i] * b1 + c1 * gi
-            vi = v[i] * b2 + (gi * gi) * c2
-            m[i] = mi
-            v[i] = vi
-            p[i] -= mi / (math.sqrt(vi) * v_scale + eps) * step_size
+            if i < p.shape[0]:
+                p[i], m[i], v[i] = element(p[i], g[i], m[i], v[i], *scalars)
         _KERNEL.append(kernel)
     return _KERNEL[0]
 
