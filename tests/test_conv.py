@@ -53,6 +53,24 @@ def test_conv2d_gradients(case):
 
 
 @given(conv_case())
+def test_conv2d_gradients_with_and_without_a_retained_graph(case):
+    # A last backward writes the input gradient's columns over the saved im2col columns;
+    # a retained graph must keep them intact for the next backward.
+    x, w, b, s, p, d = case
+
+    def grads(backwards, retain):
+        ts = [tv.tensor(a, dtype=np.float64, requires_grad=True) for a in (x, w, b)]
+        y = F.conv2d(*ts, s, p, d)
+        g = tv.tensor(np.cos(np.arange(y.size)).reshape(y.shape))
+        for k in range(backwards):
+            (y * g).sum().backward(retain_graph=retain and k < backwards - 1)
+        return [t.grad for t in ts]
+    once = grads(1, False)
+    for twice, one in zip(grads(2, True), once):
+        np.testing.assert_allclose(twice, 2 * one, rtol=1e-12, atol=1e-12)
+
+
+@given(conv_case())
 def test_conv_transpose2d_is_the_adjoint_of_conv2d(case):
     """⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ for the same weight, and convᵀ restores x's size."""
     x, w, _, s, p, d = case

@@ -55,9 +55,12 @@ class Function:
     ``forward(*arrays)`` returns an array (or a tuple of arrays for multi-output ops) and
     keeps what backward needs in ``self.saved``; ``backward(*grads)`` returns one gradient
     (or None) per input. ``self.needs_grad(i)`` says whether input i wants a gradient, so a
-    backward can skip work nobody needs.
+    backward can skip work nobody needs. ``self.last_use`` is True while a backward runs for
+    the last time (no retain_graph): it may then write over arrays it made and saved for
+    itself, instead of allocating fresh ones.
     """
     saved: Any = None
+    last_use = False
     inputs: Sequence = ()
     out_meta: tuple = ()       # multi-output ops: (shape, dtype) per output, for zero gradients
     freed = False
@@ -150,6 +153,7 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 f"backward through {fn.name} a second time: its saved values were freed after the "
                 "first backward; pass retain_graph=True to the first backward to keep them")
         got = pending.pop(id(fn), None)
+        fn.last_use = not retain_graph
         if got is not None:   # None: every consumer returned no gradient for this op's outputs
             _backward_one(fn, got, pending)
         if not retain_graph:

@@ -125,9 +125,15 @@ class Conv2d(Function):
     def backward(self, gy):
         cols, wc, x_shape, w_shape = self.saved
         g_cols = batch_last(gy)
-        gx = col2im(wc.T @ g_cols, x_shape, self.out_hw, self.g) if self.needs_grad(0) else None
         gw = weight_from_cols(weight_grad_cols(g_cols, cols), w_shape) if self.needs_grad(1) else None
         gb = g_cols.sum(axis=1) if len(self.inputs) > 2 and self.needs_grad(2) else None
+        gx = None
+        if self.needs_grad(0):
+            # After dW the columns are dead on a last backward: their buffer, still in cache,
+            # takes Wᵀ·g (a fresh 12 MB array cost 0.5-0.8 ms more on the 32→64 MNIST layer).
+            reuse = self.last_use and cols.dtype == backend.array_module(cols).result_type(wc, g_cols)
+            g_win = backend.array_module(cols).dot(wc.T, g_cols, out=cols if reuse else None)
+            gx = col2im(g_win, x_shape, self.out_hw, self.g)
         return gx, gw, gb
 
 
