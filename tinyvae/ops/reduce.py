@@ -2,6 +2,8 @@
 as in NumPy.  Backward re-inserts the reduced axes (``expand_reduced``) and lets
 broadcasting spread the gradient.
 """
+import numpy as np
+
 from .. import backend
 from ..autograd import Function
 
@@ -101,7 +103,8 @@ class LogSumExp(Function):
         self.axes = normalize_axis(self.axis, x.ndim)
         m = x.max(axis=self.axes, keepdims=True)
         m = xp.where(xp.isinf(m), 0, m)      # all -inf (or +inf) rows: shift by 0, not inf
-        y = m + xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True))
+        with np.errstate(divide="ignore"):     # log 0 = −inf is the right answer for an all −inf row
+            y = m + xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True))
         self.saved = (x, y)
         return y if self.keepdims else y.reshape([n for a, n in enumerate(x.shape) if a not in self.axes])
 
