@@ -30,6 +30,8 @@ except ImportError:
 
 from ._dispatch import CudaLaunch, array_module, check_float, choose
 
+NO_DECAY, L2, DECOUPLED = 0, 1, 2          # weight decay: none, added to g (Adam), or on p (AdamW)
+
 
 def step(p, g, m, v, t: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
          weight_decay: float = 0.0, decoupled: bool = False, impl: str = None) -> None:
@@ -56,9 +58,6 @@ def step(p, g, m, v, t: int, lr: float, beta1: float = 0.9, beta2: float = 0.999
         _step_cpu(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1), *scalars)
     else:
         _step_cuda(p, g, m, v, scalars)
-
-
-NO_DECAY, L2, DECOUPLED = 0, 1, 2
 
 
 def step_reference(p, g, m, v, b1, c1, b2, c2, v_scale, eps, step_size, decay_mode, decay, shrink) -> None:

@@ -82,10 +82,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> None:
     config = T.Config(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, lr_schedule=args.lr_schedule, beta=args.beta, kl_anneal=args.kl_anneal, warmup_steps=args.warmup_steps,
-                      free_bits=args.free_bits, iwae_k=args.iwae_k, latent_dim=args.latent_dim, seed=args.seed,
-                      device=args.device, train_size=args.train_size, test_size=args.test_size,
-                      data_dir=args.data_dir)
+                      lr=args.lr, lr_schedule=args.lr_schedule, beta=args.beta, kl_anneal=args.kl_anneal,
+                      warmup_steps=args.warmup_steps, free_bits=args.free_bits, iwae_k=args.iwae_k,
+                      latent_dim=args.latent_dim, seed=args.seed, device=args.device, train_size=args.train_size,
+                      test_size=args.test_size, data_dir=args.data_dir)
     T.train(config, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {os.path.join(args.out, T.METRICS)}, {T.CHECKPOINT}, samples.png and reconstructions.png")
 
