@@ -96,7 +96,7 @@ def test_iwae_lr_schedule_is_applied_and_kept_on_resume(tmp_path, capsys):
     assert run("train", "--epochs", 2, "--out", out, "--lr", 0.01, "--lr-schedule", "iwae", *SMALL) == 0
     assert [r["lr"] for r in metrics(out)] == pytest.approx([0.01, 0.01 * 10 ** (-1 / 7)])
     code = run("train", "--epochs", 3, "--out", out, "--lr", 0.01, "--resume", *SMALL)
-    one_line_error(capsys, code, 1, "trained with --lr-schedule iwae, this run asks for constant")
+    one_line_error(capsys, code, 1, "trained with lr_schedule='iwae', this run asks for 'constant'")
 
 
 def one_line_error(capsys, code, expected_code, pattern):

@@ -217,13 +217,11 @@ def load_model(run_dir: str, device: str = "cpu"):
 def _restore(out_dir, config, model, opt, rng) -> tuple:
     state = load_checkpoint(out_dir)
     saved = state["config"]
-    for key in ("model", "dataset", "latent_dim", "batch_size", "seed", "train_size"):
-        if saved.get(key) != getattr(config, key):
+    for key in ("model", "dataset", "latent_dim", "batch_size", "seed", "train_size", "lr_schedule"):
+        trained = saved.get(key, getattr(Config, key))      # options newer than a checkpoint: their default
+        if trained != getattr(config, key):
             raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with "
-                                f"{key}={saved.get(key)!r}, this run asks for {getattr(config, key)!r}")
-    if saved.get("lr_schedule", "constant") != config.lr_schedule:   # older checkpoints predate the option
-        raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with --lr-schedule "
-                            f"{saved.get('lr_schedule', 'constant')}, this run asks for {config.lr_schedule}")
+                                f"{key}={trained!r}, this run asks for {getattr(config, key)!r}")
     if state["model_config"] != model.config():
         raise TrainingError(f"cannot resume: the checkpoint in {out_dir} holds a {state['model_config']} model")
     model.load_state_dict(state["model"])
