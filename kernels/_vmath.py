@@ -59,17 +59,19 @@ def expm1_for(dtype):
         c = [dtype(1.0 / math.factorial(n)) for n in range(1, degree + 1)]   # Taylor coefficients
         low, top, ln2_hi, ln2_lo = dtype(low), dtype(top), dtype(ln2_hi), dtype(ln2_lo)
         log2e, half, two, inf = dtype(1 / math.log(2)), dtype(0.5), dtype(2), dtype(np.inf)
-        c1, c2, c3, c4, c5, c6, c7 = c[:7]
-        c8, c9, c10, c11, c12, c13 = (c + [dtype(0)] * 6)[7:13]
+        int_type = np.int32 if dtype == np.float32 else np.int64
+        top_coefficient, lower_coefficients = c[-1], tuple(reversed(c[:-1]))
 
         @njit(inline="always", fastmath={"contract"})
         def expm1(x):
             y = min(max(x, low), top)
-            k = math.floor(y * log2e + half)            # an integer
-            r = (y - k * ln2_hi) - k * ln2_lo
-            p = r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (c7 + r * (
-                c8 + r * (c9 + r * (c10 + r * (c11 + r * (c12 + r * c13))))))))))))
-            h = pow2i(k - 1)
+            k = np.floor(y * log2e + half)              # an integer, kept in the data's dtype:
+            r = (y - k * ln2_hi) - k * ln2_lo           # an int64 k would promote float32 to float64
+            p = top_coefficient                         # Horner: c_n, then p·r + c_(n−1), ...
+            for a in lower_coefficients:
+                p = p * r + a
+            p = p * r                                   # e^r − 1 = Σ_(n≥1) c_n r^n
+            h = pow2i(int_type(k) - 1)
             out = two * (h * p + (h - half))
             if x > top:
                 out = inf
