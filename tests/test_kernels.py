@@ -379,33 +379,3 @@ def test_cupy_inputs_stay_on_the_device():
     assert isinstance(image, cupy.ndarray) and float(image.sum()) == 2 * 2 * 3 * 4 * 4 * 5
     win = im2col.im2col(image, (2, 2), (2, 2), (0, 0), (1, 1))
     assert isinstance(win, cupy.ndarray) and win.shape == (2, 2, 3, 4, 4, 5)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(x=st.one_of(st.floats(-800, 800), st.floats(-1e-6, 1e-6),
-                   st.sampled_from([88.72, 88.73, -80.0, 709.78, 709.79, -700.0, 0.0])))
-def test_vectorisable_expm1_matches_numpy_to_a_few_ulp(dtype, x):
-    from numba import njit
-
-    from kernels._vmath import expm1_for
-
-    f = expm1_for(dtype)
-    x = dtype(x)
-    got = njit(lambda v: f(v))(x)
-    with np.errstate(over="ignore"):
-        want = np.expm1(np.float64(x)).astype(dtype)
-    if np.isfinite(want):
-        assert abs(np.float64(got) - np.float64(want)) <= 4 * np.spacing(abs(want)) + np.finfo(dtype).tiny
-    else:
-        assert got == want
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vectorisable_expm1_passes_nan_and_infinities(dtype):
-    from numba import njit
-
-    from kernels._vmath import expm1_for
-
-    g = expm1_for(dtype)
-    f = njit(lambda v: g(v))
-    assert np.isnan(f(dtype(np.nan))) and f(dtype(np.inf)) == np.inf and f(dtype(-np.inf)) == -1.0
