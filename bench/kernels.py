@@ -2,7 +2,8 @@
 
 CPU (always): fused reparameterize+KL forward and backward vs unfused NumPy and unfused
 PyTorch; the fused Adam step over the mlp VAE's parameters vs the same step in NumPy array
-operations and torch.optim.Adam (its default and its fused CPU form); nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
+operations and torch.optim.Adam (its default and its fused CPU form); the Bernoulli pixel loss
+(binary cross-entropy with logits) and its gradient vs NumPy and PyTorch; nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
 N=2^20, K=2^14, D=8 (an N×K float32 matrix would be 64 GiB) with its peak memory.
 GPU (when CuPy and a device are present): device copy bandwidth; reparam+KL vs unfused
 CuPy and PyTorch eager; search vs torch.cdist+argmin and the matmul form ‖e‖² − 2z·eᵀ +
@@ -23,7 +24,7 @@ from common import best_of_each, emit, machine, try_import_torch  # first: it ke
 
 import numpy as np  # noqa: E402
 
-from kernels import adam, reparam_kl, vq  # noqa: E402
+from kernels import adam, bce_logits, reparam_kl, vq  # noqa: E402
 
 
 def reparam_bytes(shape, itemsize, direction):
@@ -81,6 +82,37 @@ def cpu_reparam(torch, repeats):
                        numpy_unfused_ms=best["numpy"] * 1e3, speedup_vs_numpy=best["numpy"] / ours)
             if torch is not None:
                 rec.update(torch_unfused_ms=best["torch"] * 1e3, speedup_vs_torch=best["torch"] / ours)
+            emit(**rec)
+
+
+def cpu_bce(torch, repeats):
+    """Bernoulli pixel loss of a batch of MNIST logits: [128, 784] (the mlp VAE's batch, one
+    thread) and [1024, 784] (threaded)."""
+    rng = np.random.default_rng(0)
+    for shape in [(128, 784), (1024, 784)]:
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        t = (rng.random(shape) < 0.3).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        tx, tt, tg = (torch.from_numpy(a) for a in (x, t, g)) if torch is not None else (None,) * 3
+        for direction in ("forward", "backward"):
+            if direction == "forward":
+                fns = {"ours": lambda: bce_logits.forward(x, t, impl="cpu"),
+                       "numpy": lambda: bce_logits.forward_reference(x, t)}
+                if torch is not None:
+                    fns["torch"] = lambda: torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction="none")
+            else:
+                fns = {"ours": lambda: bce_logits.backward(g, x, t, impl="cpu"),
+                       "numpy": lambda: bce_logits.backward_reference(g, x, t)}
+                if torch is not None:
+                    fns["torch"] = lambda: tg * (torch.sigmoid(tx) - tt)
+            best = best_of_each(fns, repeats)
+            n = shape[0] * shape[1]
+            rec = dict(op=f"bce_logits_{direction}", impl="numba-cpu", shape=list(shape), dtype="float32",
+                       device="cpu", machine=machine(), min_ms=best["ours"] * 1e3,
+                       gb_per_s=(3 if direction == "forward" else 4) * 4 * n / best["ours"] / 1e9,
+                       numpy_unfused_ms=best["numpy"] * 1e3, speedup_vs_numpy=best["numpy"] / best["ours"])
+            if torch is not None:
+                rec.update(torch_ms=best["torch"] * 1e3, speedup_vs_torch=best["torch"] / best["ours"])
             emit(**rec)
 
 
@@ -257,6 +289,7 @@ def main() -> None:
     if not args.gpu_only:
         cpu_reparam(torch, args.repeats)
         cpu_adam(torch, args.repeats)
+        cpu_bce(torch, args.repeats)
         cpu_search(args.repeats, args.skip_big)
     from tinyvae.backend import cuda_available
     if cuda_available():

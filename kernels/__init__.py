@@ -9,10 +9,12 @@ Each module has three implementations behind one call:
 The array type picks the implementation; ``impl="reference"|"cpu"|"cuda"`` forces one.
 
 reparam_kl  z = μ + exp(½ log σ²) ⊙ ε fused with the KL of N(μ, σ²) to N(0, I)
+bce_logits  binary cross-entropy with logits (Bernoulli pixels) and its gradient
+adam        one Adam / AdamW step over a parameter, its moments and its gradient
 vq          nearest-codebook search and the EMA codebook statistics
 im2col      a convolution's receptive fields gathered as columns, and the adjoint scatter-add
             col2im (convolutions, their gradients, pooling gradients)
 """
-from . import im2col, reparam_kl, vq
+from . import adam, bce_logits, im2col, reparam_kl, vq
 
-__all__ = ["im2col", "reparam_kl", "vq"]
+__all__ = ["adam", "bce_logits", "im2col", "reparam_kl", "vq"]

@@ -198,7 +198,7 @@ CATALOG = [
     OpCase("diagonal", lambda x: F.diagonal(x, 1, 0, 1), _diag_ref, matrix_like),
     # losses
     OpCase("bce_with_logits", lambda x, t: F.binary_cross_entropy_with_logits(x, t, "none"),
-           lambda x, t: _sp(x) - x * t, same(2)),
+           lambda x, t: _sp(x) - x * t, broadcast()),
     OpCase("mse_loss", F.mse_loss, lambda a, b: np.mean((a - b) ** 2), same(2)),
     OpCase("gaussian_nll", lambda x, m, lv: F.gaussian_nll(x, m, lv, "sum"),
            lambda x, m, lv: np.sum(0.5 * (np.log(2 * np.pi) + lv + (x - m) ** 2 * np.exp(-lv))), same(3)),

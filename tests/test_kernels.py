@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyvae as tv
-from kernels import adam, im2col, reparam_kl, vq
+from kernels import adam, bce_logits, im2col, reparam_kl, vq
 from tinyvae import functional as F
 
 from conftest import GPU, SIMULATED
@@ -22,6 +22,14 @@ def run(fn, impl, *arrays, **kw):
         import cupy
         out = fn(*[cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays], impl=impl, **kw)
         return tuple(cupy.asnumpy(o) for o in out)
+    return fn(*arrays, impl=impl, **kw)
+
+
+def run_one(fn, impl, *arrays, **kw):
+    """``run`` for a kernel with one output."""
+    if impl == "cuda" and GPU:
+        import cupy
+        return cupy.asnumpy(fn(*[cupy.asarray(a) for a in arrays], impl=impl, **kw))
     return fn(*arrays, impl=impl, **kw)
 
 
@@ -74,17 +82,20 @@ def test_reparam_kl_row_sum_is_deterministic(impl):
         np.testing.assert_array_equal(run(reparam_kl.forward, impl, *arrays)[1], first)
 
 
-def test_reparam_kl_cpu_kernels_compute_float32_in_float32():
+def test_cpu_kernels_compute_float32_in_float32():
     """No float64 anywhere in the compiled float32 loops: a promotion (an int64 in expm1 once
-    widened the whole polynomial) halves the SIMD width and made the forward 3x slower."""
+    widened the whole polynomial) halves the SIMD width and made the reparam forward 3x slower."""
     rng = np.random.default_rng(0)
     mu, lv, eps, g_z = (rng.standard_normal((4, 8)).astype(np.float32) for _ in range(4))
     reparam_kl.forward(mu, lv, eps, impl="cpu")
     reparam_kl.forward(mu, lv, eps, per_element=True, impl="cpu")
     reparam_kl.backward(g_z, g_z[:, 0].copy(), mu, lv, eps, impl="cpu")
-    for serial, _parallel in reparam_kl._cpu(np.float32):
-        for llvm_ir in serial.inspect_llvm().values():
-            assert "fpext float" not in llvm_ir and " double " not in llvm_ir
+    bce_logits.forward(mu, lv, impl="cpu")
+    bce_logits.backward(g_z, mu, lv, impl="cpu")
+    for kernels in (reparam_kl._cpu(np.float32), bce_logits._cpu(np.float32)):
+        for serial, _parallel in kernels:
+            for llvm_ir in serial.inspect_llvm().values():
+                assert "fpext float" not in llvm_ir and " double " not in llvm_ir
 
 
 def test_reparam_kl_rejects_bad_input():
@@ -97,6 +108,55 @@ def test_reparam_kl_rejects_bad_input():
         reparam_kl.forward(a.astype(np.int32), a, a)
     with pytest.raises(ValueError, match="impl must be one of"):
         reparam_kl.forward(a, a, a, impl="gpu")
+
+
+@st.composite
+def logits_and_targets(draw, dtype):
+    """Logits from the tails to ±0 and the overflow-prone ±1e4, targets in [0, 1] (not only 0/1)."""
+    shape = draw(st.lists(st.integers(1, 5 if SIMULATED else 40), min_size=1, max_size=3)).copy()
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1e-6, 1.0, 10.0, 100.0, 1e4]))
+    x = rng.standard_normal(shape) * scale
+    x.flat[0] = draw(st.sampled_from([0.0, -0.0, 30.0, -30.0, 90.0, -90.0, 1e4, -1e4]))
+    t = np.where(rng.random(shape) < 0.5, rng.random(shape), rng.random(shape) < 0.5)
+    return x.astype(dtype), t.astype(dtype)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data())
+def test_bce_logits_matches_reference(impl, dtype, data):
+    x, t = data.draw(logits_and_targets(dtype))
+    g = np.random.default_rng(0).standard_normal(x.shape).astype(dtype)
+    loss = run_one(bce_logits.forward, impl, x, t)
+    grad = run_one(bce_logits.backward, impl, g, x, t)
+    x64, t64, g64 = (a.astype(np.float64) for a in (x, t, g))
+    assert loss.dtype == grad.dtype == dtype and loss.shape == grad.shape == x.shape
+    assert np.isfinite(loss).all() and (loss >= 0).all()
+    # error relative to |x|: the loss is a difference of terms as large as the logit
+    error = np.abs(loss - bce_logits.forward_reference(x64, t64)) / (1 + np.abs(x64))
+    assert error.max() <= TOL[dtype]["atol"], error.max()
+    np.testing.assert_allclose(grad, bce_logits.backward_reference(g64, x64, t64), **TOL[dtype])
+
+
+def test_bce_logits_threaded_cpu_path_matches_reference():
+    rng = np.random.default_rng(3)
+    n = bce_logits.PARALLEL_MIN_ELEMENTS + 17
+    x, t, g = rng.standard_normal(n) * 5, rng.random(n), rng.standard_normal(n)
+    np.testing.assert_allclose(bce_logits.forward(x, t, impl="cpu"), bce_logits.forward_reference(x, t),
+                               rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(bce_logits.backward(g, x, t, impl="cpu"), bce_logits.backward_reference(g, x, t),
+                               rtol=1e-13, atol=1e-15)
+
+
+def test_bce_logits_rejects_bad_input():
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="share one shape"):
+        bce_logits.forward(a, np.zeros((3, 2), np.float32))
+    with pytest.raises(TypeError, match="share one dtype"):
+        bce_logits.backward(a, a, a.astype(np.float64))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        bce_logits.forward(a.astype(np.int64), a.astype(np.int64))
 
 
 @given(shape=st.sampled_from([(3,), (2, 4), (2, 3, 5)]), per_element=st.booleans(), seed=st.integers(0, 2**32 - 1))

@@ -7,6 +7,8 @@ which propagates NaN, rather than a mask).
 import math
 import operator
 
+from kernels.bce_logits import log1p_exp_neg_abs, stable_sigmoid
+
 from .. import backend
 from ..autograd import Function
 
@@ -129,21 +131,6 @@ class Tanh(Function):
     def backward(self, gy):
         y = self.saved
         return gy * (1 - y * y)
-
-
-def stable_sigmoid(x):
-    """σ(x) from e = exp(−|x|) ≤ 1: 1/(1 + e) for x ≥ 0, e/(1 + e) below, exact in both tails
-    and overflow-free (NaN stays NaN)."""
-    xp = backend.array_module(x)
-    e = xp.exp(-xp.abs(x))
-    r = 1 / (1 + e)
-    return xp.where(x >= 0, r, e * r)
-
-
-def log1p_exp_neg_abs(x):
-    """log(1 + e^−|x|) ∈ (0, log 2]: the part of softplus that cannot overflow."""
-    xp = backend.array_module(x)
-    return xp.log1p(xp.exp(-xp.abs(x)))
 
 
 class Sigmoid(Function):

@@ -1,20 +1,28 @@
 """The one loss that needs its own primitive for numerical stability."""
+from kernels import bce_logits as _bce_logits
+
 from .. import backend
 from ..autograd import Function
-from .elementwise import log1p_exp_neg_abs, stable_sigmoid
 
 
 class BCEWithLogits(Function):
     """Elementwise -[t log σ(x) + (1-t) log(1-σ(x))] = max(x, 0) - x t + log(1 + e^-|x|),
-    finite for every finite logit.  d/dx = σ(x) - t,  d/dt = -x."""
+    finite for every finite logit.  d/dx = σ(x) - t,  d/dt = -x.
+
+    Forward and ∂/∂x are the fused kernels (kernels/bce_logits.py), which take one shape and one
+    dtype: x and t are broadcast and promoted first (NumPy's rules), and the engine sums the
+    gradients back to each input's shape.
+    """
 
     def forward(self, x, t):
         xp = backend.array_module(x)
+        dtype = xp.result_type(x, t)
+        x, t = (xp.broadcast_to(xp.asarray(a, dtype), xp.broadcast_shapes(x.shape, t.shape)) for a in (x, t))
         self.saved = (x, t)
-        return xp.maximum(x, 0) - x * t + log1p_exp_neg_abs(x)
+        return _bce_logits.forward(x, t)
 
     def backward(self, gy):
         x, t = self.saved
-        gx = gy * (stable_sigmoid(x) - t) if self.needs_grad(0) else None
+        gx = _bce_logits.backward(gy, x, t) if self.needs_grad(0) else None
         gt = -gy * x if self.needs_grad(1) else None
         return gx, gt
