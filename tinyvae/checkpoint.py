@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from . import backend
+from .atomic import write_atomic
 
 _META_KEY = "tinyvae.meta"
 _HASH_KEY = "tinyvae.sha256"
@@ -74,24 +74,7 @@ def save(path: str, obj: dict) -> None:
     meta = _split(obj, "", arrays)
     blob = st_save(arrays, metadata={_FORMAT_KEY: _FORMAT, _META_KEY: json.dumps(meta),
                                      _HASH_KEY: _digest(arrays)})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)   # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, blob)
 
 
 def load(path: str) -> dict:

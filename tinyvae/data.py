@@ -11,13 +11,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
+
+from .atomic import write_atomic
 
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
@@ -81,16 +82,11 @@ def _download(dataset: str, name: str, target: Path) -> list:
         except (urllib.error.URLError, OSError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        try:
-            _verified_content(Path(tmp), dataset, name)
+        try:       # a file that fails its checksum never takes the target's name
+            write_atomic(str(target), blob, check=lambda tmp: _verified_content(Path(tmp), dataset, name))
         except DataError as e:
-            os.unlink(tmp)
             failures.append(f"{url}: {e}")
             continue
-        os.replace(tmp, target)
         return []
     return failures
 

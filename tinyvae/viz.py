@@ -4,10 +4,11 @@ No graphviz is needed to produce the DOT text; PNGs are written with Pillow.
 """
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 
+from .atomic import write_atomic
 from .tensor import Tensor
 
 
@@ -59,10 +60,8 @@ def image_grid(images: np.ndarray, columns: int, padding: int = 2, scale: int = 
 
 
 def save_png(path: str, picture: np.ndarray) -> None:
-    """Write a greyscale uint8 array as a PNG (via a temporary file, then rename)."""
+    """Write a greyscale uint8 array as a PNG, atomically."""
     from PIL import Image
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    Image.fromarray(picture, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    Image.fromarray(picture, mode="L").save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
