@@ -121,34 +121,40 @@ def _run_cpu(which: int, shape, *arrays):
 
 
 # ---- CUDA: one thread per element -----------------------------------------------------------
+# Built per dtype like the CPU loops: a bare 0 or 1 next to a float32 would make Numba compute
+# in float64.
 
 THREADS = 256
-_CUDA: list = []
+_CUDA: dict = {}
 
 
-def _cuda_kernels():
-    """Compiled once on first use (``cuda`` must stay a module global: the simulator swaps it)."""
-    if not _CUDA:
-        @cuda.jit(cache=True)
+def _cuda_kernels(dtype):
+    """(forward, backward) CUDA kernels for ``dtype``, compiled once on first use (``cuda`` must
+    stay a module global: the simulator swaps it)."""
+    key = np.dtype(dtype).str
+    if key not in _CUDA:
+        zero, one = np.dtype(dtype).type(0), np.dtype(dtype).type(1)
+
+        @cuda.jit
         def loss(x, t, out):
             i = cuda.grid(1)
             if i < x.shape[0]:
-                out[i] = max(x[i], 0) - x[i] * t[i] + math.log1p(math.exp(-abs(x[i])))
+                out[i] = max(x[i], zero) - x[i] * t[i] + math.log1p(math.exp(-abs(x[i])))
 
-        @cuda.jit(cache=True)
+        @cuda.jit
         def grad(g, x, t, out):
             i = cuda.grid(1)
             if i < x.shape[0]:
                 e = math.exp(-abs(x[i]))
-                sigmoid = (1 if x[i] >= 0 else e) / (1 + e)
+                sigmoid = (one if x[i] >= zero else e) / (one + e)
                 out[i] = g[i] * (sigmoid - t[i])
 
-        _CUDA.extend((loss, grad))
-    return _CUDA
+        _CUDA[key] = (loss, grad)
+    return _CUDA[key]
 
 
 def _run_cuda(which: int, *arrays):
-    kernel = _cuda_kernels()[which]
+    kernel = _cuda_kernels(arrays[0].dtype)[which]
     L = CudaLaunch(arrays[0])
     xp = array_module(arrays[0])
     shape, dtype = arrays[-1].shape, arrays[-1].dtype
