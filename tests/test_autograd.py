@@ -199,6 +199,23 @@ def test_bce_with_logits_is_finite_for_extreme_logits():
     np.testing.assert_allclose(x.grad, [-1.0, 1.0, -0.5])
 
 
+def test_bce_with_logits_takes_python_numbers_and_broadcasts():
+    """The fused kernel takes one shape and dtype; the op broadcasts and promotes first."""
+    x = tv.tensor([[-2.0, 0.5, 3.0]], dtype=np.float32, requires_grad=True)
+    loss = F.binary_cross_entropy_with_logits(x, 1.0, "none")          # a number as the target
+    assert loss.dtype == np.float32 and loss.shape == (1, 3)
+    np.testing.assert_allclose(loss.data, np.log1p(np.exp(-x.data)), rtol=1e-6)
+    loss.sum().backward()
+    np.testing.assert_allclose(x.grad, 1 / (1 + np.exp(-x.data)) - 1, rtol=1e-6)
+    t = tv.tensor([[0.0], [1.0]], dtype=np.float64, requires_grad=True)  # [2, 1] against [1, 3], float64
+    both = F.binary_cross_entropy_with_logits(x, t, "none")
+    assert both.dtype == np.float64 and both.shape == (2, 3)
+    both.sum().backward()
+    np.testing.assert_allclose(t.grad, -x.data.sum() * np.ones((2, 1)), rtol=1e-6)
+    np.testing.assert_allclose(F.binary_cross_entropy_with_logits(2.0, np.zeros(2, np.float32), "none").data,
+                               np.full(2, np.log1p(np.exp(2.0))), rtol=1e-6)
+
+
 def test_getitem_repeated_integer_indices_accumulate():
     x = leaf(np.arange(4.0))
     x[np.array([1, 1, 3, 1])].sum().backward()

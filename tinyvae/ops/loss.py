@@ -1,4 +1,6 @@
 """The one loss that needs its own primitive for numerical stability."""
+import numpy as np
+
 from kernels import bce_logits as _bce_logits
 
 from .. import backend
@@ -15,9 +17,9 @@ class BCEWithLogits(Function):
     """
 
     def forward(self, x, t):
-        xp = backend.array_module(x)
-        dtype = xp.result_type(x, t)
-        x, t = (xp.broadcast_to(xp.asarray(a, dtype), xp.broadcast_shapes(x.shape, t.shape)) for a in (x, t))
+        xp = backend.array_module(x if hasattr(x, "shape") else t)     # either may be a Python number
+        dtype, shape = xp.result_type(x, t), np.broadcast_shapes(np.shape(x), np.shape(t))
+        x, t = (xp.broadcast_to(xp.asarray(a, dtype), shape) for a in (x, t))
         self.saved = (x, t)
         return _bce_logits.forward(x, t)
 
