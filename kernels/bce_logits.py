@@ -41,7 +41,7 @@ def forward(x, t, impl: str = None):
     if which == "reference":
         return forward_reference(x, t)
     if which == "cpu":
-        return _run_cpu(0, x.shape, x, t)
+        return _run_cpu(0, x, t)
     return _run_cuda(0, x, t)
 
 
@@ -52,7 +52,7 @@ def backward(grad_loss, x, t, impl: str = None):
     if which == "reference":
         return backward_reference(grad_loss, x, t)
     if which == "cpu":
-        return _run_cpu(1, x.shape, grad_loss, x, t)
+        return _run_cpu(1, grad_loss, x, t)
     return _run_cuda(1, grad_loss, x, t)
 
 
@@ -113,9 +113,10 @@ def _cpu(dtype):
     return _cpu_kernels[key]
 
 
-def _run_cpu(which: int, shape, *arrays):
+def _run_cpu(which: int, *arrays):
+    """Run forward (0) or backward (1) over the arrays flattened; the output has their shape."""
     flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-    out = np.empty(shape, arrays[0].dtype)
+    out = np.empty(arrays[0].shape, arrays[0].dtype)
     _cpu(out.dtype)[which][out.size >= PARALLEL_MIN_ELEMENTS](*flat, out.reshape(-1))
     return out
 
@@ -157,9 +158,8 @@ def _run_cuda(which: int, *arrays):
     kernel = _cuda_kernels(arrays[0].dtype)[which]
     L = CudaLaunch(arrays[0])
     xp = array_module(arrays[0])
-    shape, dtype = arrays[-1].shape, arrays[-1].dtype
     flat = [xp.ascontiguousarray(a).reshape(-1) for a in arrays]
-    out = L.empty(flat[0].size, dtype)
+    out = L.empty(flat[0].size, arrays[0].dtype)
     if out.size:
         kernel[((out.size + THREADS - 1) // THREADS,), (THREADS,), L.stream](*(L.input(a) for a in flat), L.arg(out))
-    return L.output(out).reshape(shape)
+    return L.output(out).reshape(arrays[0].shape)
