@@ -2,9 +2,10 @@
 
 CPU (always): fused reparameterize+KL forward and backward vs unfused NumPy and unfused
 PyTorch; the fused Adam step over the mlp VAE's parameters vs the same step in NumPy array
-operations and torch.optim.Adam (its default and its fused CPU form); the Bernoulli pixel loss
-(binary cross-entropy with logits) and its gradient vs NumPy and PyTorch; nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at
-N=2^20, K=2^14, D=8 (an N×K float32 matrix would be 64 GiB) with its peak memory.
+operations and torch.optim.Adam (its default and its fused CPU form); the Bernoulli pixel
+loss (binary cross-entropy with logits) and its gradient vs NumPy and PyTorch;
+nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at N=2^20, K=2^14, D=8
+(an N×K float32 matrix would be 64 GiB) with its peak memory.
 GPU (when CuPy and a device are present): device copy bandwidth; reparam+KL vs unfused
 CuPy and PyTorch eager; search vs torch.cdist+argmin and the matmul form ‖e‖² − 2z·eᵀ +
 argmin (CuPy and PyTorch, TF32 off), with the FP32 matrix-product rate measured in the same
@@ -99,7 +100,8 @@ def cpu_bce(torch, repeats):
                 fns = {"ours": lambda: bce_logits.forward(x, t, impl="cpu"),
                        "numpy": lambda: bce_logits.forward_reference(x, t)}
                 if torch is not None:
-                    fns["torch"] = lambda: torch.nn.functional.binary_cross_entropy_with_logits(tx, tt, reduction="none")
+                    bce = torch.nn.functional.binary_cross_entropy_with_logits
+                    fns["torch"] = lambda: bce(tx, tt, reduction="none")
             else:
                 fns = {"ours": lambda: bce_logits.backward(g, x, t, impl="cpu"),
                        "numpy": lambda: bce_logits.backward_reference(g, x, t)}

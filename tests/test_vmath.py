@@ -50,7 +50,8 @@ def test_exp_and_expm1_match_numpy(name, dtype, x):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@given(u=st.one_of(st.floats(math.sqrt(0.5) - 1 + 1e-7, 1.0), st.floats(0, 1e-6), st.sampled_from([0.0, 1.0, 0.4142135])))
+@given(u=st.one_of(st.floats(math.sqrt(0.5) - 1 + 1e-7, 1.0), st.floats(0, 1e-6),
+                   st.sampled_from([0.0, 1.0, 0.4142135])))
 def test_log1p_matches_numpy_on_its_range(dtype, u):
     u = dtype(u)
     assert_within_ulp(compiled("log1p", dtype)(u), np.log1p(np.float64(u)), dtype)
