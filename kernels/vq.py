@@ -7,10 +7,12 @@ to the lowest index, as ``argmin``), and that distance, recomputed directly as
 
 The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the distance only by
 ‖z_n‖² (the same for every k of a row). No implementation builds the N×K distance matrix:
-  cpu   blocks of rows × blocks of codes (a fixed 8 MB buffer): each block's scores come
-        from one BLAS matrix product, NumPy's SIMD argmin picks each row's first minimum, and
-        a Numba kernel then recomputes the chosen distances exactly. (A pure-Numba search measured 30-50 GFLOP/s here,
-        several times slower than BLAS.) Extra memory: O(N + K) plus the fixed buffer.
+  cpu   blocks of rows × blocks of codes (a fixed 4 MB buffer per BLAS thread): each block's
+        scores come from one BLAS matrix product, NumPy's SIMD argmin picks each row's first
+        minimum, and a Numba kernel then recomputes the chosen distances exactly. The row
+        blocks are shared among threads that each run single-threaded BLAS. (A pure-Numba
+        search measured 30-50 GFLOP/s here, several times slower than BLAS.) Extra memory:
+        O(N + K) plus the fixed buffers.
   cuda  two rows per thread (kept in registers); codebook tiles of at most 48 KB pass
         through shared memory and every thread keeps its rows' running minima: O(N + K).
 
@@ -19,6 +21,9 @@ and sums s_k = Σ_{n : index_n = k} z_n that the exponential-moving-average code
 update needs (VQ-VAE, van den Oord et al. 2017, appendix).
 """
 from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
@@ -30,7 +35,7 @@ except ImportError:
 
 from ._dispatch import CudaLaunch, array_module, check_float, choose
 
-BLOCK_ROWS, BLOCK_CODES = 2048, 1024        # CPU: 2048 × 1024 float32 inner products = 8 MB
+BLOCK_ROWS, BLOCK_CODES = 1024, 1024        # CPU: 1024 × 1024 float32 inner products = 4 MB per thread
 
 
 def _check(z, codebook) -> None:
@@ -98,29 +103,68 @@ def ema_update_reference(z, index, num_codes):
 def _nearest_cpu(z, codebook):
     """Scores ‖e‖² − 2 z·e come out of one BLAS product per block: the rows [z, 1] times the
     columns [−2e; ‖e‖²] (−2 is exact, a power of two). Appending the constant column saved a
-    separate pass over the scores."""
+    separate pass over the scores.
+
+    The row blocks are shared out among as many Python threads as NumPy's BLAS has threads,
+    each calling single-threaded BLAS on its own blocks and then taking their argmins (both
+    release the GIL). With BLAS threaded instead, the argmin ran on one core while the other
+    waited, and a threaded argmin fought BLAS's still-spinning threads; this way both cores
+    stay busy, and no call waits at BLAS's barrier. Every row's result depends on its own
+    block alone, so the answer does not depend on the schedule."""
     n, k = len(z), len(codebook)
     d = z.shape[1]
     codes_aug = np.empty((d + 1, k), z.dtype)                     # [D + 1, K]
     codes_aug[:d] = -2 * codebook.T
     codes_aug[d] = (codebook.astype(np.float64) ** 2).sum(axis=1)
-    rows_aug = np.empty((min(BLOCK_ROWS, n), d + 1), z.dtype)     # [rows, D + 1]
-    rows_aug[:, d] = 1
     index = np.zeros(n, np.int64)
     best = np.full(n, np.inf, z.dtype)
-    buffer = np.empty((min(BLOCK_ROWS, n), min(BLOCK_CODES, k)), z.dtype)
-    for r0 in range(0, n, BLOCK_ROWS):
-        rows = slice(r0, min(r0 + BLOCK_ROWS, n))
-        m = rows.stop - r0
-        rows_aug[:m, :d] = z[rows]
-        for k0 in range(0, k, BLOCK_CODES):
-            codes = slice(k0, min(k0 + BLOCK_CODES, k))
-            scores = buffer[:m, :codes.stop - k0]
-            np.dot(rows_aug[:m], codes_aug[:, codes], out=scores)   # (matmul with out= was slower)
-            _keep_block_minimum(scores, k0, index[rows], best[rows])
+    starts = range(0, n, BLOCK_ROWS)
+
+    def scan(first: int, step: int) -> None:
+        """Row blocks first, first + step, ... with this thread's own buffers."""
+        rows_aug = np.empty((min(BLOCK_ROWS, n), d + 1), z.dtype)     # [rows, D + 1]
+        rows_aug[:, d] = 1
+        buffer = np.empty(min(BLOCK_ROWS, n) * min(BLOCK_CODES, k), z.dtype)
+        for r0 in starts[first::step]:
+            rows = slice(r0, min(r0 + BLOCK_ROWS, n))
+            m = rows.stop - r0
+            rows_aug[:m, :d] = z[rows]
+            for k0 in range(0, k, BLOCK_CODES):
+                codes = slice(k0, min(k0 + BLOCK_CODES, k))
+                scores = buffer[:m * (codes.stop - k0)].reshape(m, -1)   # contiguous, as dot's out= must be
+                np.dot(rows_aug[:m], codes_aug[:, codes], out=scores)   # (matmul with out= was slower)
+                _keep_block_minimum(scores, k0, index[rows], best[rows])
+
+    blas = _numpy_blas()
+    workers = min(len(starts), blas.lib_controllers[0].num_threads if blas else 1)
+    if workers > 1:
+        with blas.limit(limits=1):
+            list(_thread_pool(workers).map(scan, range(workers), [workers] * workers))
+    else:
+        scan(0, 1)
     sqdist = np.empty(n, z.dtype)
     _row_sqdist(z, codebook, index, sqdist)
     return index, sqdist
+
+
+@functools.cache
+def _numpy_blas():
+    """threadpoolctl's handle on the BLAS that NumPy calls, or None if it cannot tell which.
+    Only that library is limited: another library's BLAS (faiss's, say) is left alone. A NumPy
+    wheel bundles its own BLAS (in ``numpy.libs``, or ``numpy/.dylibs`` on macOS); elsewhere
+    NumPy uses the one BLAS the process has loaded."""
+    from threadpoolctl import ThreadpoolController
+    blas = ThreadpoolController().select(user_api="blas")
+    bundled = [lib.filepath for lib in blas.lib_controllers
+               if any(folder in lib.filepath for folder in ("numpy.libs", "numpy/.dylibs"))]
+    if bundled:
+        blas = blas.select(filepath=bundled)
+    return blas if len(blas.lib_controllers) == 1 else None
+
+
+@functools.cache
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="tinyvae-vq")
 
 
 def _keep_block_minimum(scores, k0, index, best):

@@ -236,10 +236,32 @@ def test_nearest_cpu_crosses_block_boundaries(monkeypatch):
     monkeypatch.setattr(vq, "BLOCK_CODES", 5)
     rng = np.random.default_rng(2)
     z = rng.standard_normal((31, 3)).astype(np.float32)
-    codebook = np.concatenate([rng.standard_normal((17, 3)) + 5, z[:3]]).astype(np.float32)
+    codebook = np.concatenate([rng.standard_normal((18, 3)) + 5, z[:3]]).astype(np.float32)   # 21: a short last block
     index, sqdist = vq.nearest(z, codebook, impl="cpu")
     assert_nearest(z, codebook, index, sqdist)
-    np.testing.assert_array_equal(index[:3], [17, 18, 19])
+    np.testing.assert_array_equal(index[:3], [18, 19, 20])
+
+
+def test_nearest_cpu_gives_the_same_answer_for_any_number_of_blas_threads(monkeypatch):
+    """Row blocks are shared among as many threads as NumPy's BLAS has: the answer must not
+    depend on how many there are, and the threads must really be used."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(vq, "BLOCK_CODES", 5)
+    pools = []
+    make_pool = vq._thread_pool
+    monkeypatch.setattr(vq, "_thread_pool", lambda workers: pools.append(workers) or make_pool(workers))
+    rng = np.random.default_rng(3)
+    z, codebook = rng.standard_normal((61, 4)).astype(np.float32), rng.standard_normal((23, 4)).astype(np.float32)
+    answers = []
+    for threads in (1, 2, 3):
+        with threadpool_limits(threads, user_api="blas"):
+            answers.append(vq.nearest(z, codebook, impl="cpu"))
+    assert pools == [2, 3]                                      # one thread needs no pool
+    for index, sqdist in answers:
+        assert_nearest(z, codebook, index, sqdist)
+        np.testing.assert_array_equal(index, answers[0][0])
+        np.testing.assert_array_equal(sqdist, answers[0][1])
 
 
 def test_nearest_rejects_bad_input():
