@@ -46,7 +46,15 @@ def best_of_each(fns: Dict[str, Callable[[], object]], repeats: int = 20, warmup
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    """Processor, cores, Python, and the BLAS kernels NumPy runs (OPENBLAS_CORETYPE can force
+    older ones than the processor supports, which changes every matrix-product figure)."""
+    import numpy  # noqa: F401  (loads NumPy's BLAS, so threadpoolctl can see it)
+    from threadpoolctl import threadpool_info
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    libs = [i for i in libs if "numpy" in i["filepath"]] or libs      # a wheel's own copy, else all
+    blas = [f"{i['internal_api']} {i['version']} {i.get('architecture') or ''}".strip() for i in libs]
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{platform.python_implementation()} {platform.python_version()}, NumPy BLAS: {', '.join(blas) or 'unknown'}")
 
 
 def emit(**record) -> None:
