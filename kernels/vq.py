@@ -23,6 +23,7 @@ update needs (VQ-VAE, van den Oord et al. 2017, appendix).
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -165,6 +166,10 @@ def _numpy_blas():
 @functools.cache
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="tinyvae-vq")
+
+
+# A forked child inherits the pool but not its threads: work sent to it would never run.
+os.register_at_fork(after_in_child=_thread_pool.cache_clear)
 
 
 def _keep_block_minimum(scores, k0, index, best):

@@ -264,6 +264,19 @@ def test_nearest_cpu_gives_the_same_answer_for_any_number_of_blas_threads(monkey
         np.testing.assert_array_equal(sqdist, answers[0][1])
 
 
+def test_nearest_cpu_works_in_a_forked_child_after_the_parent_used_its_threads(monkeypatch):
+    import multiprocessing
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(4)
+    z, codebook = rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
+    with threadpool_limits(2, user_api="blas"):
+        expected = vq.nearest(z, codebook, impl="cpu")[0]
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            child = pool.apply_async(vq.nearest, (z, codebook), {"impl": "cpu"}).get(timeout=30)[0]
+    np.testing.assert_array_equal(child, expected)
+
+
 def test_nearest_rejects_bad_input():
     with pytest.raises(ValueError, match=r"z \[N, D\] and codebook \[K, D\]"):
         vq.nearest(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
