@@ -253,11 +253,13 @@ def test_nearest_cpu_gives_the_same_answer_for_any_number_of_blas_threads(monkey
     monkeypatch.setattr(vq, "_thread_pool", lambda workers: pools.append(workers) or make_pool(workers))
     rng = np.random.default_rng(3)
     z, codebook = rng.standard_normal((61, 4)).astype(np.float32), rng.standard_normal((23, 4)).astype(np.float32)
-    answers = []
+    answers, granted = [], []
     for threads in (1, 2, 3):
         with threadpool_limits(threads, user_api="blas"):
+            granted.append(vq._numpy_blas().lib_controllers[0].num_threads)   # BLAS may cap the request
             answers.append(vq.nearest(z, codebook, impl="cpu"))
-    assert pools == [2, 3]                                      # one thread needs no pool
+    assert granted[0] == 1 and granted[1] > 1
+    assert pools == granted[1:]                                  # one thread needs no pool
     for index, sqdist in answers:
         assert_nearest(z, codebook, index, sqdist)
         np.testing.assert_array_equal(index, answers[0][0])
