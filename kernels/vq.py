@@ -169,7 +169,8 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 
 
 # A forked child inherits the pool but not its threads: work sent to it would never run.
-os.register_at_fork(after_in_child=_thread_pool.cache_clear)
+if hasattr(os, "register_at_fork"):          # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_thread_pool.cache_clear)
 
 
 def _keep_block_minimum(scores, k0, index, best):
