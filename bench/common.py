@@ -48,13 +48,12 @@ def best_of_each(fns: Dict[str, Callable[[], object]], repeats: int = 20, warmup
 def machine() -> str:
     """Processor, cores, Python, and the BLAS kernels NumPy runs (OPENBLAS_CORETYPE can force
     older ones than the processor supports, which changes every matrix-product figure)."""
-    import numpy  # noqa: F401  (loads NumPy's BLAS, so threadpoolctl can see it)
-    from threadpoolctl import threadpool_info
-    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    libs = [i for i in libs if "numpy" in i["filepath"]] or libs      # a wheel's own copy, else all
-    blas = [f"{i['internal_api']} {i['version']} {i.get('architecture') or ''}".strip() for i in libs]
+    from kernels.vq import _numpy_blas      # the same look-up the VQ search limits its threads with
+    blas = _numpy_blas()
+    lib = blas.lib_controllers[0] if blas else None
+    kernels = f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', '') or ''}".strip() if lib else "unknown"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{platform.python_implementation()} {platform.python_version()}, NumPy BLAS: {', '.join(blas) or 'unknown'}")
+            f"{platform.python_implementation()} {platform.python_version()}, NumPy BLAS: {kernels}")
 
 
 def emit(**record) -> None:
