@@ -46,14 +46,29 @@ def best_of_each(fns: Dict[str, Callable[[], object]], repeats: int = 20, warmup
 
 
 def machine() -> str:
-    """Processor, cores, Python, and the BLAS kernels NumPy runs (OPENBLAS_CORETYPE can force
-    older ones than the processor supports, which changes every matrix-product figure)."""
-    from kernels.vq import _numpy_blas      # the same look-up the VQ search limits its threads with
-    blas = _numpy_blas()
-    lib = blas.lib_controllers[0] if blas else None
-    kernels = f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', '') or ''}".strip() if lib else "unknown"
+    """Processor, cores, Python, the vector width of tinyvae's explicit-SIMD kernel, and the BLAS
+    kernels NumPy runs (OPENBLAS_CORETYPE can force older ones than the processor supports,
+    which changes every matrix-product figure)."""
+    from kernels._simd import VECTOR_BYTES
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{platform.python_implementation()} {platform.python_version()}, NumPy BLAS: {kernels}")
+            f"{platform.python_implementation()} {platform.python_version()}, SIMD {VECTOR_BYTES * 8}-bit, "
+            f"NumPy BLAS: {numpy_blas_kernels()}")
+
+
+def numpy_blas_kernels() -> str:
+    """'openblas 0.3.31 SkylakeX', say: the BLAS NumPy calls, as threadpoolctl (optional) sees
+    it. A NumPy wheel bundles its own (in ``numpy.libs``, or ``numpy/.dylibs`` on macOS); other
+    builds use the one BLAS the process has loaded."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl)"
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    bundled = [lib for lib in blas if any(f in lib["filepath"] for f in ("numpy.libs", "numpy/.dylibs"))]
+    libs = bundled or blas
+    if len(libs) != 1:
+        return "unknown"
+    return f"{libs[0]['internal_api']} {libs[0]['version']} {libs[0].get('architecture') or ''}".strip()
 
 
 def emit(**record) -> None:

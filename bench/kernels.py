@@ -173,7 +173,7 @@ def cpu_search(repeats, skip_big):
             fns["faiss"] = lambda: index.search(z, 1)
         best = best_of_each(fns, repeats, warmup=2)
         ours = best["ours"]
-        rec = dict(op="vq_nearest", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
+        rec = dict(op="vq_nearest", impl="numba-cpu-simd", shape=[n, k, d], dtype="float32", device="cpu",
                    machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9)
         if faiss is not None:
             agree = float((index.search(z, 1)[1][:, 0] == vq.nearest(z, codes)[0]).mean())
@@ -189,7 +189,7 @@ def cpu_search(repeats, skip_big):
     index, _ = vq.nearest(z, codes, impl="cpu")
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    emit(op="vq_nearest_big", impl="numba-cpu+blas", shape=[n, k, d], dtype="float32", device="cpu",
+    emit(op="vq_nearest_big", impl="numba-cpu-simd", shape=[n, k, d], dtype="float32", device="cpu",
          machine=machine(), seconds=seconds, gflop_per_s=2 * n * k * d / seconds / 1e9,
          dense_matrix_would_need_gib=n * k * 4 / 2**30, process_peak_rss_mib=peak / 1024,
          peak_rss_growth_mib=(peak - before) / 1024, inputs_mib=(z.nbytes + codes.nbytes) / 2**20,

@@ -7,12 +7,11 @@ to the lowest index, as ``argmin``), and that distance, recomputed directly as
 
 The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the distance only by
 ‖z_n‖² (the same for every k of a row). No implementation builds the N×K distance matrix:
-  cpu   blocks of rows × blocks of codes (a fixed 4 MB buffer per BLAS thread): each block's
-        scores come from one BLAS matrix product, NumPy's SIMD argmin picks each row's first
-        minimum, and a Numba kernel then recomputes the chosen distances exactly. The row
-        blocks are shared among threads that each run single-threaded BLAS. (A pure-Numba
-        search measured 30-50 GFLOP/s here, several times slower than BLAS.) Extra memory:
-        O(N + K) plus the fixed buffers.
+  cpu   a matrix-product micro-kernel with the argmin fused in: 4 rows at a time against
+        panels of 2 SIMD vectors of codes, the scores in registers (kernels/_simd.py), each
+        lane keeping its running minimum; the codebook is visited in cache-sized chunks, and
+        the rows are shared among threads. The chosen distances are then recomputed exactly.
+        Extra memory: O(N + K·D), the packed codebook and the per-row results.
   cuda  two rows per thread (kept in registers); codebook tiles of at most 48 KB pass
         through shared memory and every thread keeps its rows' running minima: O(N + K).
 
@@ -26,6 +25,7 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -35,8 +35,7 @@ except ImportError:
     cuda = None
 
 from ._dispatch import CudaLaunch, array_module, check_float, choose
-
-BLOCK_ROWS, BLOCK_CODES = 1024, 1024        # CPU: 1024 × 1024 float32 inner products = 4 MB per thread
+from ._simd import first_minimum, fma, lane_count, lane_indices, load, splat, where_first
 
 
 def _check(z, codebook) -> None:
@@ -50,15 +49,16 @@ def _check(z, codebook) -> None:
 def nearest(z, codebook, impl: str = None, tile_codes: int = None):
     """(index [N] int64, sqdist [N]) of the nearest code for every row of ``z``.
 
-    ``tile_codes`` (CUDA only) overrides the number of codes per shared-memory tile; tests
-    use it to run several tiles on small codebooks.
+    ``tile_codes`` overrides the number of codes per tile (per shared-memory tile on CUDA, per
+    cache-sized chunk on the CPU, rounded to whole panels there); tests use it to run several
+    tiles on small codebooks.
     """
     _check(z, codebook)
     which = choose(impl, z, codebook)
     if which == "reference":
         return nearest_reference(z, codebook)
     if which == "cpu":
-        return _nearest_cpu(np.ascontiguousarray(z), np.ascontiguousarray(codebook))
+        return _nearest_cpu(np.ascontiguousarray(z), np.ascontiguousarray(codebook), tile_codes)
     return _nearest_cuda(z, codebook, tile_codes)
 
 
@@ -101,66 +101,133 @@ def ema_update_reference(z, index, num_codes):
 
 # ---- CPU ---------------------------------------------------------------------------------
 
-def _nearest_cpu(z, codebook):
-    """Scores ‖e‖² − 2 z·e come out of one BLAS product per block: the rows [z, 1] times the
-    columns [−2e; ‖e‖²] (−2 is exact, a power of two). Appending the constant column saved a
-    separate pass over the scores.
+ROWS = 6                                  # rows of z per micro-kernel call (_search_blocks)
+CHUNK_BYTES = 512 * 1024                  # codebook panels per pass over the rows: half an L2
 
-    The row blocks are shared out among as many Python threads as NumPy's BLAS has threads,
-    each calling single-threaded BLAS on its own blocks and then taking their argmins (both
-    release the GIL). With BLAS threaded instead, the argmin ran on one core while the other
-    waited, and a threaded argmin fought BLAS's still-spinning threads; this way both cores
-    stay busy, and no call waits at BLAS's barrier. Every row's result depends on its own
-    block alone, so the answer does not depend on the schedule."""
+
+def _nearest_cpu(z, codebook, tile_codes=None):
+    """The codebook is packed once into panels of P = 2 × lanes codes (−2e, laid out [D, P]
+    per panel, so the micro-kernel reads each panel front to back) and padded to a whole panel
+    with copies of its last code: a copy scores exactly as that code does, so ties hand the row
+    to the original. The rows are shared among ``numba.get_num_threads()`` Python threads, each
+    running the GIL-free kernel on its own 6-row blocks; rows that do not fill a block go
+    through once more, padded. Every row's answer depends on its own row alone, so it does not
+    depend on the number of threads."""
     n, k = len(z), len(codebook)
-    d = z.shape[1]
-    codes_aug = np.empty((d + 1, k), z.dtype)                     # [D + 1, K]
-    codes_aug[:d] = -2 * codebook.T
-    codes_aug[d] = (codebook.astype(np.float64) ** 2).sum(axis=1)
-    index = np.zeros(n, np.int64)
-    best = np.full(n, np.inf, z.dtype)
-    starts = range(0, n, BLOCK_ROWS)
+    panels, e_sq = _pack_codebook(codebook)
+    if not np.isfinite(e_sq).all():             # a non-finite code, or ‖e‖² past the dtype's range
+        return nearest_reference(z, codebook)
+    width = 2 * lane_count(z)
+    chunk = max(width, (tile_codes or CHUNK_BYTES // (z.shape[1] * z.itemsize)) // width * width)
+    index, best, sqdist = np.empty(n, np.int64), np.empty(n, z.dtype), np.empty(n, z.dtype)
+    whole = n - n % ROWS
 
-    def scan(first: int, step: int) -> None:
-        """Row blocks first, first + step, ... with this thread's own buffers."""
-        rows_aug = np.empty((min(BLOCK_ROWS, n), d + 1), z.dtype)     # [rows, D + 1]
-        rows_aug[:, d] = 1
-        buffer = np.empty(min(BLOCK_ROWS, n) * min(BLOCK_CODES, k), z.dtype)
-        for r0 in starts[first::step]:
-            rows = slice(r0, min(r0 + BLOCK_ROWS, n))
-            m = rows.stop - r0
-            rows_aug[:m, :d] = z[rows]
-            for k0 in range(0, k, BLOCK_CODES):
-                codes = slice(k0, min(k0 + BLOCK_CODES, k))
-                scores = buffer[:m * (codes.stop - k0)].reshape(m, -1)   # contiguous, as dot's out= must be
-                np.dot(rows_aug[:m], codes_aug[:, codes], out=scores)   # (matmul with out= was slower)
-                _keep_block_minimum(scores, k0, index[rows], best[rows])
+    def search(first: int, stop: int) -> None:
+        """Rows [first, stop), a multiple of ROWS."""
+        _search_blocks(z[first:stop], panels, e_sq, chunk, index[first:stop], best[first:stop])
 
-    blas = _numpy_blas()
-    workers = min(len(starts), blas.lib_controllers[0].num_threads if blas else 1)
+    workers = min(numba.get_num_threads(), whole // ROWS)
     if workers > 1:
-        with blas.limit(limits=1):
-            list(_thread_pool(workers).map(scan, range(workers), [workers] * workers))
-    else:
-        scan(0, 1)
-    sqdist = np.empty(n, z.dtype)
+        bounds = [whole // ROWS * t // workers * ROWS for t in range(workers + 1)]
+        list(_thread_pool(workers).map(search, bounds[:-1], bounds[1:]))
+    elif whole:
+        search(0, whole)
+    if whole < n:                                          # the last n % ROWS rows, padded to a block
+        tail = np.concatenate([z[whole:], np.repeat(z[-1:], ROWS - (n - whole), axis=0)])
+        tail_index, tail_best = np.empty(ROWS, np.int64), np.empty(ROWS, z.dtype)
+        _search_blocks(tail, panels, e_sq, chunk, tail_index, tail_best)
+        index[whole:], best[whole:] = tail_index[:n - whole], tail_best[:n - whole]
+    # A NaN score wins its row (as in argmin), so with finite ‖e‖² a row's best score is finite
+    # unless one of its scores was NaN or −inf (a non-finite row, or an overflow): there the
+    # ranking identity fails, and the row is ranked again from the distances themselves. (A
+    # score overflowing to +inf belongs to a code that is not the nearest, or all of them do.)
+    unsure = ~np.isfinite(best)
+    if unsure.any():
+        index[unsure] = nearest_reference(z[unsure], codebook)[0]
     _row_sqdist(z, codebook, index, sqdist)
     return index, sqdist
 
 
-@functools.cache
-def _numpy_blas():
-    """threadpoolctl's handle on the BLAS that NumPy calls, or None if it cannot tell which.
-    Only that library is limited: another library's BLAS (faiss's, say) is left alone. A NumPy
-    wheel bundles its own BLAS (in ``numpy.libs``, or ``numpy/.dylibs`` on macOS); elsewhere
-    NumPy uses the one BLAS the process has loaded."""
-    from threadpoolctl import ThreadpoolController
-    blas = ThreadpoolController().select(user_api="blas")
-    bundled = [lib.filepath for lib in blas.lib_controllers
-               if any(folder in lib.filepath for folder in ("numpy.libs", "numpy/.dylibs"))]
-    if bundled:
-        blas = blas.select(filepath=bundled)
-    return blas if len(blas.lib_controllers) == 1 else None
+def _pack_codebook(codebook):
+    """(panels, e_sq): panels [Kp / P, D, P] flattened, panel p column j = −2 e_(pP + j), and
+    e_sq [Kp] = ‖e‖² summed in float64; Kp rounds K up to whole panels with copies of e_(K−1)."""
+    k, d = codebook.shape
+    width = 2 * lane_count(codebook)
+    padded = np.concatenate([codebook, np.repeat(codebook[-1:], -k % width, axis=0)])
+    panels = np.ascontiguousarray((-2 * padded).reshape(-1, width, d).transpose(0, 2, 1)).ravel()
+    with np.errstate(over="ignore"):                            # caught by the caller's finiteness check
+        e_sq = (padded.astype(np.float64) ** 2).sum(axis=1).astype(codebook.dtype)
+    return panels, e_sq
+
+
+@njit(nogil=True)
+def _search_blocks(z, panels, e_sq, chunk, index, best):
+    """index[i], best[i] = argmin_k and min_k of ‖e_k‖² − 2 z_i·e_k for rows z [6m, D].
+
+    The codebook is visited a chunk of ``chunk`` codes at a time (it stays in cache while
+    every block of 6 rows passes over it). A block's scores against one panel of P codes are
+    12 vector accumulators, two per row, kept in registers through the D multiply-adds (one
+    panel load feeds 6 rows). Each lane keeps its running minimum and that code's index; the
+    lanes are reduced once per chunk, and the chunks merged in order."""
+    d_total = z.shape[1]
+    lanes = lane_count(z)
+    width = 2 * lanes
+    for c0 in range(0, len(e_sq), chunk):
+        c1 = min(c0 + chunk, len(e_sq))
+        for i in range(0, z.shape[0], 6):
+            bv0 = splat(z.dtype.type(np.inf))
+            bi0 = lane_indices(c0, bv0)
+            bv1, bv2, bv3, bv4, bv5 = bv0, bv0, bv0, bv0, bv0
+            bi1, bi2, bi3, bi4, bi5 = bi0, bi0, bi0, bi0, bi0
+            for k0 in range(c0, c1, width):
+                a0, b0 = load(e_sq, k0), load(e_sq, k0 + lanes)    # ‖e‖² of the panel's two halves
+                a1, a2, a3, a4, a5 = a0, a0, a0, a0, a0
+                b1, b2, b3, b4, b5 = b0, b0, b0, b0, b0
+                for d in range(d_total):
+                    p = k0 * d_total + d * width                    # panel k0 / P, row d
+                    ca, cb = load(panels, p), load(panels, p + lanes)
+                    a0, b0 = _fma_pair(z[i, d], ca, cb, a0, b0)
+                    a1, b1 = _fma_pair(z[i + 1, d], ca, cb, a1, b1)
+                    a2, b2 = _fma_pair(z[i + 2, d], ca, cb, a2, b2)
+                    a3, b3 = _fma_pair(z[i + 3, d], ca, cb, a3, b3)
+                    a4, b4 = _fma_pair(z[i + 4, d], ca, cb, a4, b4)
+                    a5, b5 = _fma_pair(z[i + 5, d], ca, cb, a5, b5)
+                ka, kb = lane_indices(k0, bi0), lane_indices(k0 + lanes, bi0)
+                bv0, bi0 = _keep_first(bv0, bi0, a0, b0, ka, kb)
+                bv1, bi1 = _keep_first(bv1, bi1, a1, b1, ka, kb)
+                bv2, bi2 = _keep_first(bv2, bi2, a2, b2, ka, kb)
+                bv3, bi3 = _keep_first(bv3, bi3, a3, b3, ka, kb)
+                bv4, bi4 = _keep_first(bv4, bi4, a4, b4, ka, kb)
+                bv5, bi5 = _keep_first(bv5, bi5, a5, b5, ka, kb)
+            _merge_chunk(bv0, bi0, c0, i, index, best)
+            _merge_chunk(bv1, bi1, c0, i + 1, index, best)
+            _merge_chunk(bv2, bi2, c0, i + 2, index, best)
+            _merge_chunk(bv3, bi3, c0, i + 3, index, best)
+            _merge_chunk(bv4, bi4, c0, i + 4, index, best)
+            _merge_chunk(bv5, bi5, c0, i + 5, index, best)
+
+
+@njit(inline="always")
+def _fma_pair(x, ca, cb, a, b):
+    """One row's multiply-add into both halves of a panel: a + x·ca, b + x·cb."""
+    s = splat(x)
+    return fma(s, ca, a), fma(s, cb, b)
+
+
+@njit(inline="always")
+def _keep_first(best, best_index, a, b, ka, kb):
+    """Lane-wise running minimum over a panel's two halves, a (codes ka) before b (codes kb > ka)."""
+    v, k = where_first(b, a, b, a), where_first(b, a, kb, ka)
+    return where_first(v, best, v, best), where_first(v, best, k, best_index)
+
+
+@njit(inline="always")
+def _merge_chunk(values, indices, c0, i, index, best):
+    """Row i's minimum over one chunk's lanes, merged into what the earlier chunks found."""
+    v, k = first_minimum(values, indices)
+    w = best[i]
+    if c0 == 0 or v < w or (v != v and w == w):            # later chunks win only outright
+        best[i], index[i] = v, k
 
 
 @functools.cache
@@ -173,23 +240,11 @@ if hasattr(os, "register_at_fork"):          # POSIX only; Windows has no fork
     os.register_at_fork(after_in_child=_thread_pool.cache_clear)
 
 
-def _keep_block_minimum(scores, k0, index, best):
-    """Per row, the block's first minimum (NumPy's SIMD argmin, argmin's tie rule), kept only
-    if strictly below the row's best over earlier blocks, so ties keep the lower index. A
-    Numba loop for this step measured 2.5× slower: it does not vectorise an argmin."""
-    arg = scores.argmin(axis=1)
-    value = np.take_along_axis(scores, arg[:, None], axis=1)[:, 0]
-    better = (value < best) | np.isnan(value)        # a NaN score must surface, not be skipped
-    index[better] = k0 + arg[better]
-    best[better] = value[better]
-
-
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _row_sqdist(z, codebook, index, out):
-    """Σ_d (z_nd − e_kd)² for the chosen codes, summed in float64. Single-threaded: it runs right
-    after BLAS, whose idle threads still spin, and a threaded version measured 8× slower for
-    that reason. 'reassoc' lets the sum vectorise (4.5× faster at D = 64); the order is fixed
-    by the compiled code, so the same input still gives the same bits."""
+    """Σ_d (z_nd − e_kd)² for the chosen codes, summed in float64. 'reassoc' lets the sum
+    vectorise (4.5× faster at D = 64); the order is fixed by the compiled code, so the same
+    input still gives the same bits. (About 3% of a search: not worth threads.)"""
     for i in range(z.shape[0]):
         s = 0.0
         e = codebook[index[i]]

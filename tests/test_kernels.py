@@ -200,11 +200,12 @@ def assert_nearest(z, codebook, index, sqdist):
 
 
 @st.composite
-def search_case(draw):
-    n = draw(st.integers(1, 40 if SIMULATED else 300))
-    k = draw(st.integers(1, 24 if SIMULATED else 1100))
+def search_case(draw, impl):
+    tiny = impl == "cuda" and SIMULATED                  # the simulator runs every thread in Python
+    n = draw(st.integers(1, 40 if tiny else 300))
+    k = draw(st.integers(1, 24 if tiny else 1100))
     # every new D compiles a new specialised CUDA kernel: draw D from a few values on a GPU
-    d = draw(st.integers(1, 9) if SIMULATED else st.sampled_from([1, 3, 8, 33, 64, 70]))
+    d = draw(st.integers(1, 9) if tiny else st.sampled_from([1, 3, 8, 33, 64, 70]))
     scale = draw(st.sampled_from([1.0, 1e3]))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -212,11 +213,10 @@ def search_case(draw):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@given(case=search_case(), tile=st.sampled_from([None, 1, 5]))
-def test_nearest_matches_reference(impl, case, tile):
-    z, codebook = case
-    kw = {"tile_codes": tile} if impl == "cuda" else {}
-    index, sqdist = run(vq.nearest, impl, z, codebook, **kw)
+@given(data=st.data(), tile=st.sampled_from([None, 1, 5, 100]))
+def test_nearest_matches_reference(impl, data, tile):
+    z, codebook = data.draw(search_case(impl))
+    index, sqdist = run(vq.nearest, impl, z, codebook, tile_codes=tile)
     assert sqdist.dtype == z.dtype
     assert_nearest(z, codebook, index, sqdist)
 
@@ -230,53 +230,85 @@ def test_nearest_exact_ties_go_to_the_lowest_index(impl):
     np.testing.assert_array_equal(sqdist, [0.0, 0.0, 1.0, 0.5, 0.0])
 
 
-def test_nearest_cpu_crosses_block_boundaries(monkeypatch):
-    """Small blocks force several row and code blocks, with the best code in a late one."""
-    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
-    monkeypatch.setattr(vq, "BLOCK_CODES", 5)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_cpu_across_chunks_panels_and_row_blocks(dtype):
+    """One panel per chunk (tile_codes=1), a last panel padded with copies of the last code,
+    and 6-row blocks with 5 rows left over: the winners sit in late chunks, in the padded
+    panel, and in duplicated codes, whose ties must go to the lowest index."""
     rng = np.random.default_rng(2)
-    z = rng.standard_normal((31, 3)).astype(np.float32)
-    codebook = np.concatenate([rng.standard_normal((18, 3)) + 5, z[:3]]).astype(np.float32)   # 21: a short last block
-    index, sqdist = vq.nearest(z, codebook, impl="cpu")
+    codebook = rng.standard_normal((70, 3)).astype(dtype)
+    codebook[40] = codebook[3]                                    # the duplicate loses its ties
+    z = np.concatenate([codebook[[69, 3, 40, 55, 17]], rng.standard_normal((36, 3))]).astype(dtype)  # 41 rows
+    index, sqdist = vq.nearest(z, codebook, impl="cpu", tile_codes=1)
     assert_nearest(z, codebook, index, sqdist)
-    np.testing.assert_array_equal(index[:3], [18, 19, 20])
+    np.testing.assert_array_equal(index[:5], [69, 3, 3, 55, 17])
+    np.testing.assert_array_equal(sqdist[:5], 0)
+    np.testing.assert_array_equal(index, vq.nearest(z, codebook, impl="cpu")[0])   # one chunk: same answer
 
 
-def test_nearest_cpu_gives_the_same_answer_for_any_number_of_blas_threads(monkeypatch):
-    """Row blocks are shared among as many threads as NumPy's BLAS has: the answer must not
-    depend on how many there are, and the threads must really be used."""
-    from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
-    monkeypatch.setattr(vq, "BLOCK_CODES", 5)
+def test_nearest_cpu_gives_the_same_answer_for_any_number_of_threads(monkeypatch):
+    """Rows are shared among numba.get_num_threads() Python threads: the answer must not depend
+    on how many there are, and the threads must really be used."""
+    import numba
     pools = []
     make_pool = vq._thread_pool
     monkeypatch.setattr(vq, "_thread_pool", lambda workers: pools.append(workers) or make_pool(workers))
     rng = np.random.default_rng(3)
-    z, codebook = rng.standard_normal((61, 4)).astype(np.float32), rng.standard_normal((23, 4)).astype(np.float32)
-    answers, granted = [], []
-    for threads in (1, 2, 3):
-        with threadpool_limits(threads, user_api="blas"):
-            granted.append(vq._numpy_blas().lib_controllers[0].num_threads)   # BLAS may cap the request
-            answers.append(vq.nearest(z, codebook, impl="cpu"))
-    assert granted[0] == 1 and granted[1] > 1
-    assert pools == granted[1:]                                  # one thread needs no pool
+    z, codebook = rng.standard_normal((61, 4)).astype(np.float32), rng.standard_normal((53, 4)).astype(np.float32)
+    before = numba.get_num_threads()
+    answers = []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            answers.append(vq.nearest(z, codebook, impl="cpu", tile_codes=1))
+    finally:
+        numba.set_num_threads(before)
+    assert pools == ([numba.config.NUMBA_NUM_THREADS] if numba.config.NUMBA_NUM_THREADS > 1 else [])
     for index, sqdist in answers:
         assert_nearest(z, codebook, index, sqdist)
         np.testing.assert_array_equal(index, answers[0][0])
         np.testing.assert_array_equal(sqdist, answers[0][1])
 
 
-def test_nearest_cpu_works_in_a_forked_child_after_the_parent_used_its_threads(monkeypatch):
+def test_nearest_cpu_works_in_a_forked_child_after_the_parent_used_its_threads():
     import multiprocessing
-    from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(vq, "BLOCK_ROWS", 7)
     rng = np.random.default_rng(4)
     z, codebook = rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal((9, 3)).astype(np.float32)
-    with threadpool_limits(2, user_api="blas"):
-        expected = vq.nearest(z, codebook, impl="cpu")[0]
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            child = pool.apply_async(vq.nearest, (z, codebook), {"impl": "cpu"}).get(timeout=30)[0]
+    expected = vq.nearest(z, codebook, impl="cpu")[0]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(vq.nearest, (z, codebook), {"impl": "cpu"}).get(timeout=30)[0]
     np.testing.assert_array_equal(child, expected)
+
+
+@pytest.mark.parametrize("case", ["nan code", "inf code", "nan row", "inf row", "huge code", "huge rows"])
+def test_nearest_cpu_ranks_non_finite_and_overflowing_inputs_as_argmin_does(case):
+    """Where the scores ‖e‖² − 2 z·e stop being finite, the answer is still argmin's over the
+    float64 distances: a NaN distance wins (the first one), and a float32 overflow of ‖e‖² or of
+    z·e does not hide the nearest code."""
+    rng = np.random.default_rng(5)
+    z, codebook = rng.standard_normal((13, 5)).astype(np.float32), rng.standard_normal((40, 5)).astype(np.float32)
+    if case == "nan code":
+        codebook[17, 2] = np.nan
+    elif case == "inf code":
+        codebook[39] = np.inf
+        z[2] = 0
+    elif case == "nan row":
+        z[3, 1] = np.nan
+    elif case == "inf row":
+        z[5, 0] = np.inf
+    elif case == "huge code":                      # ‖e_7‖² overflows float32, and e_7 is z_4's nearest
+        z[4] *= 1e20
+        codebook[7], codebook[9] = z[4] * 1.01, -z[4]
+    else:                                          # 2 z·e overflows float32, ‖e‖² does not
+        z *= 1e20
+        codebook *= 1e18
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = vq.nearest_reference(z, codebook)
+    for tile in (None, 1):
+        with np.errstate(over="ignore"):                      # distances past float32's range are inf
+            index, sqdist = vq.nearest(z, codebook, impl="cpu", tile_codes=tile)
+        np.testing.assert_array_equal(index, expected[0])
+        np.testing.assert_allclose(sqdist, expected[1], rtol=1e-6)       # NaN where expected is NaN
 
 
 def test_nearest_rejects_bad_input():
