@@ -3,9 +3,9 @@ nearest-code search's micro-kernel needs, each one LLVM instruction.
 
 LLVM vectorises simple element-wise loops by itself (the other kernels rely on that), but not
 a matrix-product micro-kernel: there the accumulators must stay in registers across the inner
-loop, which a Numba array cannot promise, and LLVM left it scalar (18 GFLOP/s where these
-vectors reach about 200 per core). A ``Vector`` here is an LLVM vector value: one register's
-worth of lanes, kept in registers like any scalar.
+loop, which a Numba array cannot promise, and LLVM left it scalar (18 GFLOP/s per core, where
+these vectors reach about 230 on an AVX-512 core). A ``Vector`` here is an LLVM vector value:
+one register's worth of lanes, kept in registers like any scalar.
 
   load(a, i)               a[i : i + lanes] of a 1-D contiguous array
   splat(x)                 x in every lane

@@ -44,6 +44,8 @@ def _check(z, codebook) -> None:
         raise ValueError(f"vq.nearest: expected z [N, D] and codebook [K, D], got {z.shape} and {codebook.shape}")
     if codebook.shape[0] == 0:
         raise ValueError("vq.nearest: the codebook is empty")
+    if codebook.shape[1] == 0:
+        raise ValueError("vq.nearest: codes of dimension 0 have no nearest one")
 
 
 def nearest(z, codebook, impl: str = None, tile_codes: int = None):
@@ -101,7 +103,7 @@ def ema_update_reference(z, index, num_codes):
 
 # ---- CPU ---------------------------------------------------------------------------------
 
-ROWS = 6                                  # rows of z per micro-kernel call (_search_blocks)
+ROWS = 6                                  # rows of z per micro-kernel call (_search_blocks unrolls 6)
 CHUNK_BYTES = 512 * 1024                  # codebook panels per pass over the rows: half an L2
 
 

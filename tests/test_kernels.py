@@ -316,6 +316,8 @@ def test_nearest_rejects_bad_input():
         vq.nearest(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="empty"):
         vq.nearest(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32))
+    with pytest.raises(ValueError, match="dimension 0"):
+        vq.nearest(np.zeros((2, 0), np.float32), np.zeros((4, 0), np.float32))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
