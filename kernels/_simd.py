@@ -9,7 +9,8 @@ one register's worth of lanes, kept in registers like any scalar.
 
   load(a, i)               a[i : i + lanes] of a 1-D contiguous array
   splat(x)                 x in every lane
-  fma(a, b, c)             a·b + c, lane by lane, rounded once
+  fma(a, b, c)             a·b + c, lane by lane: rounded once where the processor has FMA,
+                           else a multiply and an add (llvm.fmuladd: no slow software fma)
   lane_indices(start, v)   start, start + 1, …  as int32 lanes, as many as v has
   where_first(a, b, x, y)  per lane: x where a comes before b in argmin's order, else y
   first_minimum(v, k)      (value, index) of v's lane that comes first in argmin's order,
@@ -18,26 +19,32 @@ one register's worth of lanes, kept in registers like any scalar.
   lane(v, j)               lane j of v (the tests read vectors with it)
   lane_count(a)            lanes of a vector of a's dtype (a: an array or a dtype)
 
-The vector width is the host's widest: 64 bytes with AVX-512, 32 with AVX, else 16 (SSE,
-NEON). A width the processor lacks would still be correct: LLVM splits it into narrower
-operations.
+The vector width is the target processor's widest: 64 bytes with AVX-512, 32 with AVX, else
+16 (SSE, NEON). A wider vector than the processor has would still be correct: LLVM splits it
+into narrower operations.
 """
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic, models, overload, register_model
 
 
-def _host_vector_bytes() -> int:
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
+def _target_has(feature: str) -> bool:
+    """Does the processor Numba compiles for have ``feature``? The host, unless NUMBA_CPU_NAME
+    names another (then NUMBA_CPU_FEATURES says what it has)."""
+    features = llvm.get_host_cpu_features().flatten() if config.CPU_NAME is None else config.CPU_FEATURES or ""
+    return "+" + feature in features.split(",")
+
+
+def _target_vector_bytes() -> int:
+    if _target_has("avx512f"):
         return 64
-    return 32 if features.get("avx") else 16
+    return 32 if _target_has("avx") else 16
 
 
-VECTOR_BYTES = _host_vector_bytes()
+VECTOR_BYTES = _target_vector_bytes()
 
 
 class Vector(types.Type):
@@ -110,7 +117,7 @@ def fma(typingctx, a, b, c):
         vector_type = args[0].type
         bits = 32 if vector_type.element == ir.FloatType() else 64
         function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector_type, [vector_type] * 3),
-                                                  f"llvm.fma.v{vector_type.count}f{bits}")
+                                                  f"llvm.fmuladd.v{vector_type.count}f{bits}")
         return builder.call(function, args)
     return a(a, b, c), codegen
 
