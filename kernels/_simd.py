@@ -1,5 +1,5 @@
 """Explicit SIMD vectors for the Numba CPU kernels: the handful of operations the
-nearest-code search's micro-kernel needs, each one LLVM instruction.
+nearest-code search's micro-kernel needs, each one or a few LLVM vector instructions.
 
 LLVM vectorises simple element-wise loops by itself (the other kernels rely on that), but not
 a matrix-product micro-kernel: there the accumulators must stay in registers across the inner
@@ -19,9 +19,8 @@ one register's worth of lanes, kept in registers like any scalar.
   lane(v, j)               lane j of v (the tests read vectors with it)
   lane_count(a)            lanes of a vector of a's dtype (a: an array or a dtype)
 
-The vector width is the target processor's widest: 64 bytes with AVX-512, 32 with AVX, else
-16 (SSE, NEON). A wider vector than the processor has would still be correct: LLVM splits it
-into narrower operations.
+The vector width is the widest of the processor Numba compiles for: 64 bytes with AVX-512,
+32 with AVX, else 16 (SSE, NEON).
 """
 import llvmlite.binding as llvm
 import numpy as np
@@ -34,7 +33,13 @@ from numba.extending import intrinsic, models, overload, register_model
 def _target_has(feature: str) -> bool:
     """Does the processor Numba compiles for have ``feature``? The host, unless NUMBA_CPU_NAME
     names another (then NUMBA_CPU_FEATURES says what it has)."""
-    features = llvm.get_host_cpu_features().flatten() if config.CPU_NAME is None else config.CPU_FEATURES or ""
+    if config.CPU_NAME is not None:
+        features = config.CPU_FEATURES or ""
+    else:
+        try:
+            features = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:                     # LLVM cannot read this host's features
+            features = ""
     return "+" + feature in features.split(",")
 
 
