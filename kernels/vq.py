@@ -7,7 +7,7 @@ to the lowest index, as ``argmin``), and that distance, recomputed directly as
 
 The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the distance only by
 ‖z_n‖² (the same for every k of a row). No implementation builds the N×K distance matrix:
-  cpu   a matrix-product micro-kernel with the argmin fused in: 4 rows at a time against
+  cpu   a matrix-product micro-kernel with the argmin fused in: 6 rows at a time against
         panels of 2 SIMD vectors of codes, the scores in registers (kernels/_simd.py), each
         lane keeping its running minimum; the codebook is visited in cache-sized chunks, and
         the rows are shared among threads. The chosen distances are then recomputed exactly.
