@@ -14,6 +14,8 @@ The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the dis
         Extra memory: O(N + K·D), the packed codebook and the per-row results.
   cuda  two rows per thread (kept in registers); codebook tiles of at most 48 KB pass
         through shared memory and every thread keeps its rows' running minima: O(N + K).
+        A row whose values are too large for its scores to be finite (or NaN) is ranked
+        again from its exact distances by its thread.
 
 ``ema_update(z, index, num_codes)`` returns the per-code counts n_k = #{n : index_n = k}
 and sums s_k = Σ_{n : index_n = k} z_n that the exponential-moving-average codebook
@@ -22,6 +24,7 @@ update needs (VQ-VAE, van den Oord et al. 2017, appendix).
 from __future__ import annotations
 
 import functools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,6 +53,10 @@ def _check(z, codebook) -> None:
 
 def nearest(z, codebook, impl: str = None, tile_codes: int = None):
     """(index [N] int64, sqdist [N]) of the nearest code for every row of ``z``.
+
+    Where the ranking scores cannot be trusted (a NaN or infinite input, or a float32
+    overflow), the row is ranked from its exact float64 distances, as argmin ranks them (a
+    NaN distance wins, the first one).
 
     ``tile_codes`` overrides the number of codes per tile (per shared-memory tile on CUDA, per
     cache-sized chunk on the CPU, rounded to whole panels there); tests use it to run several
@@ -295,7 +302,7 @@ def _nearest_kernel(d: int, dtype, tile: int):
         D, T = d, tile
 
         @cuda.jit
-        def kernel(z, codebook, e_sq, index, sqdist, inf):
+        def kernel(z, codebook, e_sq, limit, index, sqdist, inf):
             codes = cuda.shared.array((T, D), nb)
             codes_sq = cuda.shared.array(T, nb)
             row_a = cuda.local.array(D, nb)
@@ -303,9 +310,15 @@ def _nearest_kernel(d: int, dtype, tile: int):
             tid = cuda.threadIdx.x
             i = (cuda.blockIdx.x * THREADS + tid) * 2          # this thread's rows: i and i + 1
             n, k_total = z.shape[0], codebook.shape[0]
+            bound = limit[0]
+            safe_a, safe_b = True, True                        # every |z_ic| < bound: no score can overflow
             for c in range(D):
                 row_a[c] = z[i, c] if i < n else 0
                 row_b[c] = z[i + 1, c] if i + 1 < n else 0
+                if not abs(row_a[c]) < bound:                  # a NaN compares false: not safe either
+                    safe_a = False
+                if not abs(row_b[c]) < bound:
+                    safe_b = False
             best_a, best_b = inf, inf
             k_a, k_b = 0, 0
             for k0 in range(0, k_total, T):
@@ -332,7 +345,18 @@ def _nearest_kernel(d: int, dtype, tile: int):
                         best_b, k_b = score_b, k0 + kk
                 cuda.syncthreads()
             for r in range(2):
-                row_i, k = (i, k_a) if r == 0 else (i + 1, k_b)
+                row_i, k, safe = (i, k_a, safe_a) if r == 0 else (i + 1, k_b, safe_b)
+                if row_i < n and not safe:                     # argmin of exact float64 distances,
+                    k, exact, nan_seen = 0, math.inf, False    # the first NaN winning, as argmin's
+                    for kk in range(k_total):
+                        s = 0.0
+                        for c in range(D):
+                            t = float(z[row_i, c]) - float(codebook[kk, c])
+                            s += t * t
+                        if s != s and not nan_seen:
+                            k, nan_seen = kk, True
+                        elif s < exact and not nan_seen:
+                            k, exact = kk, s
                 if row_i < n:
                     index[row_i] = k
                     s = (z[row_i, 0] - codebook[k, 0]) ** 2
@@ -352,13 +376,28 @@ def _nearest_cuda(z, codebook, tile_codes=None):
     if tile * (d + 1) * z.dtype.itemsize > SHARED_BYTES:
         raise ValueError(f"vq.nearest: a tile of {tile} codes of dimension {d} exceeds 48 KB of shared memory")
     L = CudaLaunch(z)
-    e_sq = (codebook.astype(xp.float64) ** 2).sum(axis=1).astype(z.dtype)
+    e_sq = (codebook.astype(xp.float64) ** 2).sum(axis=1)
     index, sqdist = L.empty(n, np.int64), L.empty(n, z.dtype)
     if n:
         kernel = _nearest_kernel(d, z.dtype, tile)
         kernel[((n + 2 * THREADS - 1) // (2 * THREADS),), (THREADS,), L.stream](
-            L.input(z), L.input(codebook), L.input(e_sq), L.arg(index), L.arg(sqdist), z.dtype.type(np.inf))
+            L.input(z), L.input(codebook), L.input(e_sq.astype(z.dtype)), L.input(_safe_row_limit(e_sq, d, z.dtype)),
+            L.arg(index), L.arg(sqdist), z.dtype.type(np.inf))
     return L.output(index), L.output(sqdist)
+
+
+def _safe_row_limit(e_sq, d: int, dtype):
+    """[limit] on the codebook's device (no synchronisation) from the codes' ‖e‖² in float64:
+    a row whose every |z_c| is below it has finite scores, since
+    |‖e‖² − 2 z·e| ≤ max ‖e‖² + 2 √D max|z_c| max ‖e‖ < the dtype's largest number. It is 0,
+    and every row is ranked from its exact distances, when a code is not finite or its ‖e‖²
+    may overflow. (The CPU kernel finds the same rows from their scores.)"""
+    xp = array_module(e_sq)
+    top = float(np.finfo(dtype).max)
+    largest = e_sq.max()                                            # NaN if a code holds a NaN
+    fits = largest < top / 2                                        # False for NaN and inf too
+    limit = top / (4 * math.sqrt(d) * xp.sqrt(xp.where(fits, largest, 1.0)) + 1e-300)
+    return xp.where(fits, xp.minimum(limit, top), 0.0).reshape(1).astype(dtype)   # min: a cast, not an overflow
 
 
 def _ema_cuda(z, index, num_codes):

@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -310,8 +311,9 @@ def test_nearest_cpu_works_in_a_forked_child_after_the_parent_used_its_threads()
     np.testing.assert_array_equal(child, expected)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", ["nan code", "inf code", "nan row", "inf row", "huge code", "huge rows"])
-def test_nearest_cpu_ranks_non_finite_and_overflowing_inputs_as_argmin_does(case):
+def test_nearest_ranks_non_finite_and_overflowing_inputs_as_argmin_does(impl, case):
     """Where the scores ‖e‖² − 2 z·e stop being finite, the answer is still argmin's over the
     float64 distances: a NaN distance wins (the first one), and a float32 overflow of ‖e‖² or of
     z·e does not hide the nearest code."""
@@ -334,9 +336,10 @@ def test_nearest_cpu_ranks_non_finite_and_overflowing_inputs_as_argmin_does(case
         codebook *= 1e18
     with np.errstate(over="ignore", invalid="ignore"):
         expected = vq.nearest_reference(z, codebook)
-    for tile in (None, 1):
-        with np.errstate(over="ignore"):                      # distances past float32's range are inf
-            index, sqdist = vq.nearest(z, codebook, impl="cpu", tile_codes=tile)
+    for tile in (None, 1) if impl == "cpu" else (7,):
+        with np.errstate(over="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # the simulator's float32 overflows
+            index, sqdist = run(vq.nearest, impl, z, codebook, tile_codes=tile)
         np.testing.assert_array_equal(index, expected[0])
         np.testing.assert_allclose(sqdist, expected[1], rtol=1e-6)       # NaN where expected is NaN
 
