@@ -391,7 +391,7 @@ def _safe_row_limit(e_sq, d: int, dtype):
     a row whose every |z_c| is below it has finite scores, since
     |‖e‖² − 2 z·e| ≤ max ‖e‖² + 2 √D max|z_c| max ‖e‖ < the dtype's largest number. It is 0,
     and every row is ranked from its exact distances, when a code is not finite or its ‖e‖²
-    may overflow. (The CPU kernel finds the same rows from their scores.)"""
+    may overflow. (The CPU kernel instead tells such rows by their scores.)"""
     xp = array_module(e_sq)
     top = float(np.finfo(dtype).max)
     largest = e_sq.max()                                            # NaN if a code holds a NaN
