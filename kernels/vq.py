@@ -126,7 +126,7 @@ def _nearest_cpu(z, codebook, tile_codes=None):
     panels, e_sq = _pack_codebook(codebook)
     if not np.isfinite(e_sq).all():             # a non-finite code, or ‖e‖² past the dtype's range
         return nearest_reference(z, codebook)
-    width = 2 * lane_count(z)
+    width = _panel_codes(z)
     chunk = max(width, (tile_codes or CHUNK_BYTES // (z.shape[1] * z.itemsize)) // width * width)
     index, best, sqdist = np.empty(n, np.int64), np.empty(n, z.dtype), np.empty(n, z.dtype)
     whole = n - n % ROWS
@@ -161,12 +161,18 @@ def _pack_codebook(codebook):
     """(panels, e_sq): panels [Kp / P, D, P] flattened, panel p column j = −2 e_(pP + j), and
     e_sq [Kp] = ‖e‖² summed in float64; Kp rounds K up to whole panels with copies of e_(K−1)."""
     k, d = codebook.shape
-    width = 2 * lane_count(codebook)
+    width = _panel_codes(codebook)
     padded = np.concatenate([codebook, np.repeat(codebook[-1:], -k % width, axis=0)])
     panels = np.ascontiguousarray((-2 * padded).reshape(-1, width, d).transpose(0, 2, 1)).ravel()
     with np.errstate(over="ignore"):                            # caught by the caller's finiteness check
         e_sq = (padded.astype(np.float64) ** 2).sum(axis=1).astype(codebook.dtype)
     return panels, e_sq
+
+
+@njit(inline="always")
+def _panel_codes(a) -> int:
+    """Codes per panel: two SIMD vectors of a's dtype (the micro-kernel keeps two per row)."""
+    return 2 * lane_count(a)
 
 
 @njit(nogil=True)
@@ -179,8 +185,7 @@ def _search_blocks(z, panels, e_sq, chunk, index, best):
     panel load feeds 6 rows). Each lane keeps its running minimum and that code's index; the
     lanes are reduced once per chunk, and the chunks merged in order."""
     d_total = z.shape[1]
-    lanes = lane_count(z)
-    width = 2 * lanes
+    lanes, width = lane_count(z), _panel_codes(z)
     for c0 in range(0, len(e_sq), chunk):
         c1 = min(c0 + chunk, len(e_sq))
         for i in range(0, z.shape[0], 6):
