@@ -22,24 +22,21 @@ one register's worth of lanes, kept in registers like any scalar.
 The vector width is the widest of the processor Numba compiles for: 64 bytes with AVX-512,
 32 with AVX, else 16 (SSE, NEON).
 """
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic, models, overload, register_model
 
 
 def _target_has(feature: str) -> bool:
-    """Does the processor Numba compiles for have ``feature``? The host, unless NUMBA_CPU_NAME
-    names another (then NUMBA_CPU_FEATURES says what it has)."""
-    if config.CPU_NAME is not None:
-        features = config.CPU_FEATURES or ""
-    else:
-        try:
-            features = llvm.get_host_cpu_features().flatten()
-        except RuntimeError:                     # LLVM cannot read this host's features
-            features = ""
+    """Does the processor Numba compiles for have ``feature``? Numba's own rule: the features
+    NUMBA_CPU_FEATURES lists when it is set, else the host's (whatever NUMBA_CPU_NAME says),
+    less AVX where NUMBA_ENABLE_AVX=0."""
+    features = config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()      # '' where LLVM cannot read this host's features
     return "+" + feature in features.split(",")
 
 

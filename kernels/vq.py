@@ -10,7 +10,8 @@ The search ranks codes by ‖e_k‖² − 2 z_n·e_k, which differs from the dis
   cpu   a matrix-product micro-kernel with the argmin fused in: 6 rows at a time against
         panels of 2 SIMD vectors of codes, the scores in registers (kernels/_simd.py), each
         lane keeping its running minimum; the codebook is visited in cache-sized chunks, and
-        the rows are shared among threads. The chosen distances are then recomputed exactly.
+        the rows are shared among threads. Each block's chosen distances are recomputed
+        exactly as soon as its last chunk is done, while its rows are still in cache.
         Extra memory: O(N + K·D), the packed codebook and the per-row results.
   cuda  two rows per thread (kept in registers); codebook tiles of at most 48 KB pass
         through shared memory and every thread keeps its rows' running minima: O(N + K).
@@ -122,7 +123,7 @@ def _nearest_cpu(z, codebook, tile_codes=None):
     running the GIL-free kernel on its own 6-row blocks; rows that do not fill a block go
     through once more, padded. Every row's answer depends on its own row alone, so it does not
     depend on the number of threads."""
-    n, k = len(z), len(codebook)
+    n = len(z)
     panels, e_sq = _pack_codebook(codebook)
     if not np.isfinite(e_sq).all():             # a non-finite code, or ‖e‖² past the dtype's range
         return nearest_reference(z, codebook)
@@ -133,7 +134,8 @@ def _nearest_cpu(z, codebook, tile_codes=None):
 
     def search(first: int, stop: int) -> None:
         """Rows [first, stop), a multiple of ROWS."""
-        _search_blocks(z[first:stop], panels, e_sq, chunk, index[first:stop], best[first:stop])
+        rows = slice(first, stop)
+        _search_blocks(z[rows], panels, e_sq, chunk, codebook, index[rows], best[rows], sqdist[rows])
 
     workers = min(numba.get_num_threads(), whole // ROWS)
     if workers > 1:
@@ -143,17 +145,16 @@ def _nearest_cpu(z, codebook, tile_codes=None):
         search(0, whole)
     if whole < n:                                          # the last n % ROWS rows, padded to a block
         tail = np.concatenate([z[whole:], np.repeat(z[-1:], ROWS - (n - whole), axis=0)])
-        tail_index, tail_best = np.empty(ROWS, np.int64), np.empty(ROWS, z.dtype)
-        _search_blocks(tail, panels, e_sq, chunk, tail_index, tail_best)
-        index[whole:], best[whole:] = tail_index[:n - whole], tail_best[:n - whole]
+        tail_index, tail_best, tail_sqdist = np.empty(ROWS, np.int64), np.empty(ROWS, z.dtype), np.empty(ROWS, z.dtype)
+        _search_blocks(tail, panels, e_sq, chunk, codebook, tail_index, tail_best, tail_sqdist)
+        index[whole:], best[whole:], sqdist[whole:] = (a[:n - whole] for a in (tail_index, tail_best, tail_sqdist))
     # A NaN score wins its row (as in argmin), so with finite ‖e‖² a row's best score is finite
     # unless one of its scores was NaN or −inf (a non-finite row, or an overflow): there the
     # ranking identity fails, and the row is ranked again from the distances themselves. (A
     # score overflowing to +inf belongs to a code that is not the nearest, or all of them do.)
     unsure = ~np.isfinite(best)
     if unsure.any():
-        index[unsure] = nearest_reference(z[unsure], codebook)[0]
-    _row_sqdist(z, codebook, index, sqdist)
+        index[unsure], sqdist[unsure] = nearest_reference(z[unsure], codebook)
     return index, sqdist
 
 
@@ -176,8 +177,9 @@ def _panel_codes(a) -> int:
 
 
 @njit(nogil=True)
-def _search_blocks(z, panels, e_sq, chunk, index, best):
-    """index[i], best[i] = argmin_k and min_k of ‖e_k‖² − 2 z_i·e_k for rows z [6m, D].
+def _search_blocks(z, panels, e_sq, chunk, codebook, index, best, sqdist):
+    """index[i], best[i] = argmin_k and min_k of ‖e_k‖² − 2 z_i·e_k for rows z [6m, D], and
+    sqdist[i] = ‖z_i − e_index[i]‖².
 
     The codebook is visited a chunk of ``chunk`` codes at a time (it stays in cache while
     every block of 6 rows passes over it). A block's scores against one panel of P codes are
@@ -219,6 +221,8 @@ def _search_blocks(z, panels, e_sq, chunk, index, best):
             _merge_chunk(bv3, bi3, c0, i + 3, index, best)
             _merge_chunk(bv4, bi4, c0, i + 4, index, best)
             _merge_chunk(bv5, bi5, c0, i + 5, index, best)
+            if c1 == len(e_sq):                                   # the block's last chunk: its answer
+                _row_sqdist(z[i:i + 6], codebook, index[i:i + 6], sqdist[i:i + 6])
 
 
 @njit(inline="always")
@@ -254,11 +258,11 @@ if hasattr(os, "register_at_fork"):          # POSIX only; Windows has no fork
     os.register_at_fork(after_in_child=_thread_pool.cache_clear)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(nogil=True, fastmath={"reassoc", "contract"})
 def _row_sqdist(z, codebook, index, out):
     """Σ_d (z_nd − e_kd)² for the chosen codes, summed in float64. 'reassoc' lets the sum
     vectorise (4.5× faster at D = 64); the order is fixed by the compiled code, so the same
-    input still gives the same bits. (About 3% of a search: not worth threads.)"""
+    input still gives the same bits."""
     for i in range(z.shape[0]):
         s = 0.0
         e = codebook[index[i]]

@@ -46,21 +46,34 @@ def test_lane_count_is_one_register_of_the_dtype(dtype):
     assert lane_count(np.zeros(3, dtype)) == lane_count(dtype)
 
 
+def _product_and_its_rounding(dtype, n):
+    """(a [n + 1], x, c [n]) with a[1 + j]·x inexact in ``dtype`` in every lane and
+    c = −round(a[1 + j]·x): a multiply and an add give exactly 0 there, a fused multiply-add
+    gives the product's rounding error, which is not 0. With p = half the mantissa,
+    a_j = 1 + (j + 1)·2^-p and x = 1 + 2^-(m − 2) (m mantissa bits) make a_j·x carry the bits of
+    (j + 1)·2^-(p + m − 2), below the last place of a number in [1, 2)."""
+    m = np.finfo(dtype).nmant
+    p = m // 2
+    a = np.concatenate([[dtype(7.0)], 1 + (np.arange(n) + 1) * 2.0 ** -p]).astype(dtype)
+    x = dtype(1 + 2.0 ** -(m - 2))
+    return a, x, -(a[1:] * x)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fma_load_splat_lane_by_lane(dtype):
+    """Every lane: a·x + c rounded once where the target has FMA, twice where it has not."""
     n = lane_count(dtype)
-    rng = np.random.default_rng(0)
-    a, c = rng.standard_normal(n + 1).astype(dtype), rng.standard_normal(n).astype(dtype)
-    x = dtype(1.0 + 2.0 ** -20)
+    a, x, c = _product_and_its_rounding(dtype, n)
     out = np.empty(n, dtype)
     _fma_load_splat(a, x, c, out)
     rounded_twice = a[1:] * x + c
+    np.testing.assert_array_equal(rounded_twice, 0)                   # the construction holds
     if not _target_has("fma"):                      # then fmuladd is a multiply and an add
         np.testing.assert_array_equal(out, rounded_twice)
         return
-    exact = [float(Fraction(float(ai)) * Fraction(float(x)) + Fraction(float(ci))) for ai, ci in zip(a[1:], c)]
-    np.testing.assert_array_equal(out, np.array(exact).astype(dtype))   # rounded once (float32: exact in float64)
-    assert not np.array_equal(out, rounded_twice)
+    exact = [Fraction(float(ai)) * Fraction(float(x)) + Fraction(float(ci)) for ai, ci in zip(a[1:], c)]
+    assert all(e != 0 for e in exact)                                 # inexact products, every lane
+    np.testing.assert_array_equal(out, np.array([float(e) for e in exact]).astype(dtype))  # exact: it fits
 
 
 def test_lane_indices_count_up_from_start():
