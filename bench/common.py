@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, Optional
@@ -45,14 +46,45 @@ def best_of_each(fns: Dict[str, Callable[[], object]], repeats: int = 20, warmup
     return best
 
 
+# What makes each peer run the instructions of a kernels/targets.py target: NumPy's and faiss's
+# OpenBLAS, faiss's own kernels (FAISS_SIMD_LEVEL in its dynamic-dispatch builds,
+# FAISS_OPT_LEVEL in older ones), PyTorch's own kernels and its MKL.
+PEERS_ON_TARGET = {
+    "avx512": dict(OPENBLAS_CORETYPE="SkylakeX", FAISS_SIMD_LEVEL="AVX512", FAISS_OPT_LEVEL="avx512",
+                   ATEN_CPU_CAPABILITY="avx512", MKL_ENABLE_INSTRUCTIONS="AVX512"),
+    "avx2": dict(OPENBLAS_CORETYPE="Haswell", FAISS_SIMD_LEVEL="AVX2", FAISS_OPT_LEVEL="avx2",
+                 ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2"),
+    "sse2": dict(OPENBLAS_CORETYPE="Prescott", FAISS_SIMD_LEVEL="NONE", FAISS_OPT_LEVEL="generic",
+                 ATEN_CPU_CAPABILITY="default", MKL_ENABLE_INSTRUCTIONS="SSE4_2"),
+}
+
+
+def add_target_option(parser) -> None:
+    from kernels.targets import TARGETS
+    parser.add_argument("--target", choices=list(TARGETS),
+                        help="compile tinyvae's kernels for this x86 target (kernels/targets.py), and run the "
+                             "peers on the same instructions (PEERS_ON_TARGET), in a new process")
+
+
+def rerun_for_target(name) -> None:
+    """With ``--target NAME``, run this script again in a process that compiles for that target
+    (the peers on the same instructions) and exit with its status; else return."""
+    from kernels.targets import target_env
+    if name is None or os.environ.get("TINYVAE_BENCH_TARGET") == name:
+        return
+    env = dict(target_env(name), TINYVAE_BENCH_TARGET=name, **PEERS_ON_TARGET[name])
+    sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+
+
 def machine() -> str:
-    """Processor, cores, Python, the vector width of tinyvae's explicit-SIMD kernel, and the BLAS
-    kernels NumPy runs (OPENBLAS_CORETYPE can force older ones than the processor supports,
-    which changes every matrix-product figure)."""
+    """Processor, cores, Python, the target tinyvae's kernels were compiled for (its SIMD
+    width), and the BLAS kernels NumPy runs (OPENBLAS_CORETYPE can force older ones than the
+    processor supports, which changes every matrix-product figure)."""
     from kernels._simd import VECTOR_BYTES
+    from kernels.targets import current
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{platform.python_implementation()} {platform.python_version()}, SIMD {VECTOR_BYTES * 8}-bit, "
-            f"NumPy BLAS: {numpy_blas_kernels()}")
+            f"{platform.python_implementation()} {platform.python_version()}, "
+            f"kernels compiled for {current()} (SIMD {VECTOR_BYTES * 8}-bit), NumPy BLAS: {numpy_blas_kernels()}")
 
 
 def numpy_blas_kernels() -> str:

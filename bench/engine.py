@@ -9,7 +9,8 @@ Run: python bench/engine.py [--repeats N]
 """
 from __future__ import annotations
 
-from common import best_of, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+# first: keeps bench/kernels.py from shadowing `kernels`
+from common import add_target_option, best_of, emit, machine, rerun_for_target, try_import_torch
 
 import argparse
 import os
@@ -88,7 +89,9 @@ def mlp_torch(torch, weights, x0, y0):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=30)
+    add_target_option(ap)
     args = ap.parse_args()
+    rerun_for_target(args.target)
     threads = os.cpu_count()
     torch = try_import_torch(threads)
     rng = np.random.default_rng(0)

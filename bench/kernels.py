@@ -1,18 +1,24 @@
 """Kernel benchmark (issue: custom kernels). Prints JSON lines.
 
-CPU (always): fused reparameterize+KL forward and backward vs unfused NumPy and unfused
-PyTorch; the fused Adam step over the mlp VAE's parameters vs the same step in NumPy array
+CPU (always): the FP32 multiply-add peak of this processor as the kernels are compiled
+(measured: independent vector FMA chains in registers, one thread and all threads), the
+reference for every "fraction of peak"; fused reparameterize+KL forward and backward vs
+unfused NumPy and unfused PyTorch; the fused Adam step over the mlp VAE's parameters vs the same step in NumPy array
 operations and torch.optim.Adam (its default and its fused CPU form); the Bernoulli pixel
 loss (binary cross-entropy with logits) and its gradient vs NumPy and PyTorch;
-nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1); and a search at N=2^20, K=2^14, D=8
-(an N×K float32 matrix would be 64 GiB) with its peak memory.
+im2col and col2im of the conv VAE's layers vs their NumPy references and PyTorch's
+unfold/fold; nearest-codebook search vs faiss-cpu IndexFlatL2 (k=1), with what its
+micro-kernel compiled to (spills and reloads, kernels/targets.py); and a search at N=2^20,
+K=2^14, D=8 (an N×K float32 matrix would be 64 GiB) with its peak memory.
 GPU (when CuPy and a device are present): device copy bandwidth; reparam+KL vs unfused
 CuPy and PyTorch eager; search vs torch.cdist+argmin and the matmul form ‖e‖² − 2z·eᵀ +
 argmin (CuPy and PyTorch, TF32 off), with the FP32 matrix-product rate measured in the same
 run as the reference peak.
 
 Ratios are peer time / our time (above 1: we are faster). Run: python bench/kernels.py
-[--repeats N] [--skip-big] [--gpu-only]
+[--repeats N] [--skip-big] [--gpu-only] [--target avx512|avx2|sse2]; --target compiles the
+kernels for that processor (an AVX2 build on an AVX-512 machine, say) and puts the peers on
+the same instructions (bench/common.py, PEERS_ON_TARGET).
 """
 from __future__ import annotations
 
@@ -20,12 +26,53 @@ import argparse
 import os
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from common import best_of_each, emit, machine, try_import_torch  # first: it keeps this script from shadowing `kernels`
+from common import (add_target_option, best_of_each, emit, machine, rerun_for_target,  # first: it keeps this
+                    try_import_torch)                                                 # script from shadowing `kernels`
 
 import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
 
-from kernels import adam, bce_logits, reparam_kl, vq  # noqa: E402
+from kernels import adam, bce_logits, im2col, reparam_kl, targets, vq  # noqa: E402
+from kernels._simd import fma, lane, lane_count, splat  # noqa: E402
+
+
+@njit(nogil=True)
+def _fma_chains(x, steps):
+    """12 independent chains a ← a·m + c of one vector each, all in registers: enough chains to
+    cover the multiply-add's latency on two units, so the loop runs at the units' rate."""
+    m, c = splat(x.dtype.type(0.999999)), splat(x.dtype.type(1e-7))
+    a0, a1, a2, a3, a4, a5 = splat(x[0]), splat(x[1]), splat(x[2]), splat(x[3]), splat(x[4]), splat(x[5])
+    a6, a7, a8, a9, a10, a11 = splat(x[6]), splat(x[7]), splat(x[8]), splat(x[9]), splat(x[10]), splat(x[11])
+    for _ in range(steps):
+        a0, a1, a2, a3 = fma(a0, m, c), fma(a1, m, c), fma(a2, m, c), fma(a3, m, c)
+        a4, a5, a6, a7 = fma(a4, m, c), fma(a5, m, c), fma(a6, m, c), fma(a7, m, c)
+        a8, a9, a10, a11 = fma(a8, m, c), fma(a9, m, c), fma(a10, m, c), fma(a11, m, c)
+    return (lane(a0, 0) + lane(a1, 0) + lane(a2, 0) + lane(a3, 0) + lane(a4, 0) + lane(a5, 0) + lane(a6, 0)
+            + lane(a7, 0) + lane(a8, 0) + lane(a9, 0) + lane(a10, 0) + lane(a11, 0))
+
+
+def fma_peak(repeats) -> float:
+    """Measured FP32 multiply-add rate (GFLOP/s) of one thread and of every thread of the
+    search's pool, each running _fma_chains; returns the all-threads figure."""
+    import numba
+    x, steps = np.ones(12, np.float32), 2 * 10 ** 6
+    flop = steps * 12 * lane_count(np.float32) * 2
+    _fma_chains(x, 1)
+    rate = {}
+    for threads in sorted({1, numba.get_num_threads()}):
+        pool = ThreadPoolExecutor(threads)
+        seconds = best_of_each({"fma": lambda: list(pool.map(_fma_chains, [x] * threads, [steps] * threads))},
+                               max(3, repeats // 4))["fma"]
+        rate[threads] = threads * flop / seconds / 1e9
+        pool.shutdown()
+    one, every = rate[1], rate[max(rate)]
+    emit(op="fp32_fma_peak", impl="12 vector FMA chains in registers", dtype="float32", device="cpu",
+         machine=machine(), lanes=lane_count(np.float32), gflop_per_s_1_thread=one,
+         threads=max(rate), gflop_per_s_all_threads=every,
+         clock_ghz_if_2_fma_per_cycle=one / (2 * lane_count(np.float32) * 2))
+    return every
 
 
 def reparam_bytes(shape, itemsize, direction):
@@ -157,7 +204,56 @@ def cpu_adam(torch, repeats):
     emit(**rec)
 
 
-def cpu_search(repeats, skip_big):
+IM2COL_CASES = [  # the conv VAE's layers at batch 128: image [C, H, W, N], kernel 4, stride 2, padding 1
+    ("encoder conv 1->32", (1, 28, 28, 128)), ("encoder conv 32->64", (32, 14, 14, 128)),
+]
+
+
+def cpu_im2col(torch, repeats):
+    """im2col (forward of a conv) and col2im (its input gradient) vs the NumPy references and
+    PyTorch's unfold/fold on the same numbers (NCHW, its layout)."""
+    rng = np.random.default_rng(0)
+    geometry = dict(stride=(2, 2), padding=(1, 1), dilation=(1, 1))
+    for name, shape in IM2COL_CASES:
+        image = rng.standard_normal(shape).astype(np.float32)
+        win = im2col.im2col(image, (4, 4), **geometry)
+        timg, twin = None, None
+        if torch is not None:
+            timg = torch.from_numpy(np.ascontiguousarray(image.transpose(3, 0, 1, 2)))             # [N, C, H, W]
+            twin = torch.nn.functional.unfold(timg, 4, stride=2, padding=1).contiguous()
+        for op in ("im2col", "col2im"):
+            if op == "im2col":
+                fns = {"ours": lambda: im2col.im2col(image, (4, 4), **geometry, impl="cpu"),
+                       "numpy": lambda: im2col.im2col(image, (4, 4), **geometry, impl="reference")}
+                if torch is not None:
+                    fns["torch"] = lambda: torch.nn.functional.unfold(timg, 4, stride=2, padding=1)
+            else:
+                fns = {"ours": lambda: im2col.col2im(win, shape[1:3], **geometry, impl="cpu"),
+                       "numpy": lambda: im2col.col2im(win, shape[1:3], **geometry, impl="reference")}
+                if torch is not None:
+                    fns["torch"] = lambda: torch.nn.functional.fold(twin, shape[1:3], 4, stride=2, padding=1)
+            best = best_of_each(fns, repeats)
+            rec = dict(op=op, layer=name, impl="numba-cpu", image=list(shape), window=list(win.shape), dtype="float32",
+                       device="cpu", machine=machine(), min_ms=best["ours"] * 1e3,
+                       gb_per_s=(image.nbytes + win.nbytes) / best["ours"] / 1e9, numpy_ms=best["numpy"] * 1e3,
+                       speedup_vs_numpy=best["numpy"] / best["ours"])
+            if torch is not None:
+                rec.update(torch_ms=best["torch"] * 1e3, speedup_vs_torch=best["torch"] / best["ours"])
+            emit(**rec)
+
+
+def search_registers():
+    """Where the search's micro-kernel keeps its registers as compiled here (both dtypes)."""
+    for dtype in (np.float32, np.float64):
+        emit(op="vq_nearest_registers", machine=machine(), **targets.search_loop_report(dtype))
+
+
+def faiss_level(faiss) -> str:
+    config = getattr(faiss, "SIMDConfig", None)           # dynamic-dispatch builds (faiss >= 1.12)
+    return config.get_level_name() if config is not None else os.environ.get("FAISS_OPT_LEVEL", "default")
+
+
+def cpu_search(repeats, skip_big, peak):
     try:
         import faiss
     except ImportError:
@@ -174,25 +270,28 @@ def cpu_search(repeats, skip_big):
         best = best_of_each(fns, repeats, warmup=2)
         ours = best["ours"]
         rec = dict(op="vq_nearest", impl="numba-cpu-simd", shape=[n, k, d], dtype="float32", device="cpu",
-                   machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9)
+                   machine=machine(), min_ms=ours * 1e3, gflop_per_s=2 * n * k * d / ours / 1e9,
+                   fraction_of_measured_fma_peak=2 * n * k * d / ours / 1e9 / peak)
         if faiss is not None:
             agree = float((index.search(z, 1)[1][:, 0] == vq.nearest(z, codes)[0]).mean())
-            rec.update(faiss_ms=best["faiss"] * 1e3, speedup_vs_faiss=best["faiss"] / ours, index_agreement=agree)
+            rec.update(faiss_ms=best["faiss"] * 1e3, speedup_vs_faiss=best["faiss"] / ours, index_agreement=agree,
+                       faiss_simd=faiss_level(faiss))
         emit(**rec)
     if skip_big:
         return
     n, k, d = 2 ** 20, 2 ** 14, 8
     z = rng.standard_normal((n, d)).astype(np.float32)
     codes = rng.standard_normal((k, d)).astype(np.float32)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     index, _ = vq.nearest(z, codes, impl="cpu")
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     emit(op="vq_nearest_big", impl="numba-cpu-simd", shape=[n, k, d], dtype="float32", device="cpu",
          machine=machine(), seconds=seconds, gflop_per_s=2 * n * k * d / seconds / 1e9,
-         dense_matrix_would_need_gib=n * k * 4 / 2**30, process_peak_rss_mib=peak / 1024,
-         peak_rss_growth_mib=(peak - before) / 1024, inputs_mib=(z.nbytes + codes.nbytes) / 2**20,
+         fraction_of_measured_fma_peak=2 * n * k * d / seconds / 1e9 / peak,
+         dense_matrix_would_need_gib=n * k * 4 / 2**30, process_peak_rss_mib=rss_peak / 1024,
+         peak_rss_growth_mib=(rss_peak - rss_before) / 1024, inputs_mib=(z.nbytes + codes.nbytes) / 2**20,
          spot_check_exact=bool((index[:256] == vq.nearest_reference(z[:256], codes)[0]).all()))
 
 
@@ -286,13 +385,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--skip-big", action="store_true", help="skip the N=2^20, K=2^14 CPU search")
     ap.add_argument("--gpu-only", action="store_true")
+    add_target_option(ap)
     args = ap.parse_args()
+    rerun_for_target(args.target)
     torch = try_import_torch(os.cpu_count())
     if not args.gpu_only:
+        peak = fma_peak(args.repeats)
         cpu_reparam(torch, args.repeats)
         cpu_adam(torch, args.repeats)
         cpu_bce(torch, args.repeats)
-        cpu_search(args.repeats, args.skip_big)
+        cpu_im2col(torch, args.repeats)
+        search_registers()
+        cpu_search(args.repeats, args.skip_big, peak)
     from tinyvae.backend import cuda_available
     if cuda_available():
         gpu(torch, args.repeats)

@@ -8,7 +8,8 @@ Run: python bench/layers.py [--repeats N]
 """
 from __future__ import annotations
 
-from common import best_of_each, emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+# first: keeps bench/kernels.py from shadowing `kernels`
+from common import add_target_option, best_of_each, emit, machine, rerun_for_target, try_import_torch
 
 import argparse
 import os
@@ -65,7 +66,9 @@ def peak_extra_bytes(step, steps: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=30)
+    add_target_option(ap)
     args = ap.parse_args()
+    rerun_for_target(args.target)
     threads = os.cpu_count()
     torch = try_import_torch(threads)
     rng = np.random.default_rng(0)

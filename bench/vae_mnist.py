@@ -9,7 +9,8 @@ Run: TINYVAE_DATA=../shared/data python bench/vae_mnist.py --epochs 10 [--model 
 """
 from __future__ import annotations
 
-from common import emit, machine, try_import_torch  # first: keeps bench/kernels.py from shadowing `kernels`
+# first: keeps bench/kernels.py from shadowing `kernels`
+from common import add_target_option, emit, machine, rerun_for_target, try_import_torch
 
 import argparse
 import math
@@ -130,7 +131,9 @@ def main() -> None:
     ap.add_argument("--iwae-k", type=int, default=100, help="IWAE samples for the test NLL (0: skip)")
     ap.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
     ap.add_argument("--seed", type=int, default=0)
+    add_target_option(ap)
     args = ap.parse_args()
+    rerun_for_target(args.target)
     config = Config(model=args.model, epochs=args.epochs, seed=args.seed, test_size=args.test_size)
     train_pixels = data.to_unit_interval(data.load("mnist", "train")[0])
     test_pixels = data.to_unit_interval(data.load("mnist", "test")[0])[:args.test_size]

@@ -30,14 +30,12 @@ class Target(NamedTuple):
     features: str            # what it has (NUMBA_CPU_FEATURES, without the '+')
     vector_bytes: int        # kernels/_simd.py's vectors when compiled for it
     fma: bool
-    faiss_level: str         # FAISS_OPT_LEVEL of the same instructions (benchmark peers)
-    openblas_core: str       # OPENBLAS_CORETYPE of the same instructions (benchmark peers)
 
 
 TARGETS = {
-    "avx512": Target("znver4", f"{_ZEN3},{_ZEN4_EXTRA}", 64, True, "avx512", "SkylakeX"),
-    "avx2": Target("znver3", _ZEN3, 32, True, "avx2", "Haswell"),
-    "sse2": Target("generic", "", 16, False, "generic", "Prescott"),
+    "avx512": Target("znver4", f"{_ZEN3},{_ZEN4_EXTRA}", 64, True),
+    "avx2": Target("znver3", _ZEN3, 32, True),
+    "sse2": Target("generic", "", 16, False),
 }
 
 
