@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -41,7 +42,7 @@ def test_smoke_training_writes_files_and_the_loss_falls(trained):
     assert records[-1]["test_elbo"] > records[0]["test_elbo"]
     for key in ("train_recon", "train_kl", "test_elbo", "test_recon", "test_kl", "active_units", "seconds"):
         assert key in records[0]
-    for name in ("checkpoint.safetensors", "samples.png", "reconstructions.png"):
+    for name in ("checkpoint.safetensors", "config.json", "samples.png", "reconstructions.png"):
         assert (trained / name).is_file()
     with Image.open(trained / "samples.png") as img:
         assert img.mode == "L" and img.size[0] > 200
@@ -78,17 +79,26 @@ def test_picture_commands_write_pngs(trained, tmp_path, command, capsys):
     assert f"wrote {target}" in capsys.readouterr().out
 
 
-def test_ae_and_conv_models_train(tmp_path):
-    assert run("train", "--model", "ae", "--epochs", 1, "--out", tmp_path / "ae", *SMALL) == 0
-    assert metrics(tmp_path / "ae")[0]["test_kl"] == 0
+def test_ae_and_conv_models_train(tmp_path, capsys):
+    assert run("train", "--model", "ae", "--arch", "conv", "--epochs", 1, "--out", tmp_path / "ae", *SMALL) == 0
+    record = metrics(tmp_path / "ae")[0]
+    assert "test_recon" in record and "test_kl" not in record and "test_elbo" not in record
+    assert not (tmp_path / "ae" / "samples.png").exists() and (tmp_path / "ae" / "reconstructions.png").is_file()
+    one_line_error(capsys, run("sample", tmp_path / "ae", "-o", tmp_path / "s.png"), 2,
+                   "model 'ae' cannot sample: it has no sample")
     assert run("train", "--model", "conv", "--epochs", 1, "--out", tmp_path / "conv", "--latent-dim", 2, *SMALL) == 0
     assert run("manifold", tmp_path / "conv", "-o", tmp_path / "m.png", "--n", 5) == 0
 
 
 def test_training_options_are_applied(tmp_path):
     assert run("train", "--epochs", 1, "--out", tmp_path / "a", "--kl-anneal", "linear", "--warmup-steps", 100,
-               "--free-bits", 0.1, "--iwae-k", 2, "--beta", 0.5, *SMALL) == 0
+               "--free-bits", 0.1, "--beta", 0.5, *SMALL) == 0
     assert metrics(tmp_path / "a")[0]["kl_weight"] == pytest.approx(0.5 * 3 / 100)
+
+
+def test_iwae_training_refuses_the_elbo_only_options(tmp_path, capsys):
+    code = run("train", "--epochs", 1, "--out", tmp_path / "a", "--iwae-k", 2, "--beta", 0.5, *SMALL)
+    one_line_error(capsys, code, 2, "--iwae-k > 1 trains the IWAE bound, which has no β")
 
 
 def test_iwae_lr_schedule_is_applied_and_kept_on_resume(tmp_path, capsys):
@@ -109,9 +119,14 @@ def one_line_error(capsys, code, expected_code, pattern):
 
 @pytest.mark.parametrize("argv, pattern", [
     (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
-    (["train", "--epochs", "-3"], "must be a positive integer"),
-    (["train", "--epochs", "two"], "invalid _positive_int value"),
+    (["train", "--epochs", "-3"], "--epochs must be at least 1, got -3"),
+    (["train", "--epochs", "two"], "invalid int value: 'two'"),
     (["train", "--lr", "0"], "--lr must be positive"),
+    (["train", "--lr", "nan"], "--lr must be a finite number"),
+    (["train", "--model", "ae", "--beta", "2"], "model 'ae' does not take --beta (its options: --arch, --latent-dim)"),
+    (["train", "--model", "conv", "--arch", "mlp"], "--model conv means --model vae --arch conv"),
+    (["train", "--arch", "resnet"], "argument --arch: invalid choice: 'resnet'"),
+    (["sample", "x", "--n", "0"], "must be a positive integer"),
     (["sample"], "the following arguments are required: run_dir"),
 ])
 def test_bad_arguments_get_one_line(argv, pattern, capsys):
@@ -132,7 +147,9 @@ def test_checkpoint_from_another_model_is_refused(trained, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(trained, out)
     code = run("train", "--model", "conv", "--epochs", 5, "--out", out, "--seed", 1, "--resume", *SMALL)
-    one_line_error(capsys, code, 1, "was trained with model='mlp', this run asks for 'conv'")
+    one_line_error(capsys, code, 1, "was trained with arch='mlp', this run asks for 'conv'")
+    code = run("train", "--model", "ae", "--epochs", 5, "--out", out, "--seed", 1, "--resume", *SMALL)
+    one_line_error(capsys, code, 1, "was trained with model='vae', this run asks for 'ae'")
 
 
 def test_corrupt_checkpoint_is_refused(trained, tmp_path, capsys):
@@ -164,7 +181,7 @@ def test_non_finite_loss_stops_with_the_last_checkpoint_intact(tmp_path, capsys,
     assert run("train", "--epochs", 1, "--out", out, *SMALL) == 0
     before = (out / "checkpoint.safetensors").read_bytes()
     real = O.training_loss
-    monkeypatch.setattr(O, "training_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    monkeypatch.setattr(O, "training_loss", lambda *a, **k: real(*a, **k) * float("nan"))   # the vae's loss
     code = run("train", "--epochs", 2, "--out", out, "--resume", *SMALL)
     err = one_line_error(capsys, code, 1, "non-finite")
     assert "the last good checkpoint (epoch 1) is intact" in err
@@ -179,3 +196,82 @@ def test_console_script_and_module_entry_points(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tinyvae", "eval", str(tmp_path / "none")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("tinyvae: error: no checkpoint")
+
+
+def test_models_lists_every_model_and_option(capsys):
+    from dataclasses import fields
+
+    from tinyvae import models
+    assert run("models") == 0
+    text = capsys.readouterr().out
+    assert run("models", "--json") == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert sorted(listing["models"]) == models.names()
+    assert listing["aliases"]["conv"] == {"model": "vae", "options": {"arch": "conv"}}
+    for name in models.names():
+        cls = models.get(name)
+        assert f"{name:<6} {cls.description}" in text
+        assert list(listing["models"][name]["options"]) == [f.name for f in fields(cls.Options)]
+    assert listing["models"]["ae"]["capabilities"] == ["encode", "decode", "reconstruct"]
+    assert "sample" in listing["models"]["vae"]["capabilities"]
+
+
+def test_train_help_shows_every_option_of_every_model():
+    from dataclasses import fields
+
+    from tinyvae import models
+    from tinyvae.train import RunOptions
+    done = subprocess.run([sys.executable, "-m", "tinyvae", "train", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    flags = {"--" + f.name.replace("_", "-") for name in models.names() for f in fields(models.get(name).Options)}
+    flags |= {"--" + f.name.replace("_", "-") for f in fields(RunOptions)}
+    assert done.returncode == 0 and all(f in done.stdout for f in flags), sorted(f for f in flags
+                                                                               if f not in done.stdout)
+
+
+def test_config_json_records_the_run_and_reproduces_it(trained, tmp_path):
+    record = json.loads((trained / "config.json").read_text())
+    assert record["model"] == "vae" and record["model_options"]["arch"] == "mlp"
+    assert record["model_options"]["latent_dim"] == 50 and record["run"]["seed"] == 1
+    assert record["run"]["epochs"] == 3 and record["run"]["train_size"] == 256
+    env = record["environment"]
+    assert env["kernels_target"] in ("avx512", "avx2", "sse2") and env["simd_bits"] in (128, 256, 512)
+    assert {"tinyvae", "numpy", "numba", "processor", "git_commit"} <= set(env)
+    assert record["command"][:2] == ["tinyvae", "train"]
+    assert run("train", "--config", trained / "config.json", "--out", tmp_path / "again", "--no-progress") == 0
+    assert without_time(metrics(tmp_path / "again")) == without_time(metrics(trained))
+    assert run("train", "--config", trained / "config.json", "--epochs", 1, "--out", tmp_path / "short",
+               "--no-progress") == 0
+    assert without_time(metrics(tmp_path / "short")) == without_time(metrics(trained))[:1]
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ("{not json", "is not valid JSON"),
+    ('{"model": 3}', "is not a tinyvae config.json"),
+    ('{"model": "gan", "model_options": {}, "run": {}}', "unknown model 'gan'"),
+])
+def test_bad_config_json_is_refused_in_one_line(tmp_path, capsys, content, pattern):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    one_line_error(capsys, run("train", "--config", path, "--out", tmp_path / "run", *SMALL), 2, pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoints_from_before_model_families_still_load(tmp_path, capsys):
+    """The layout of checkpoints written before model families: model kind and preset, one
+    optimizer, one config holding the trainer's and the VAE's options."""
+    from tinyvae import checkpoint, models, optim
+    model = models.build("vae", {"arch": "mlp", "latent_dim": 4})
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    old_config = {"model": "mlp", "dataset": "mnist", "epochs": 1, "batch_size": 64, "lr": 1e-3,
+                  "lr_schedule": "constant", "beta": 2.0, "kl_anneal": "none", "warmup_steps": 10000,
+                  "free_bits": 0.0, "iwae_k": 1, "latent_dim": 4, "seed": 1, "device": "cpu", "train_size": 256,
+                  "test_size": 64, "data_dir": None}
+    checkpoint.save(tmp_path / "checkpoint.safetensors", {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 1, "step": 4,
+        "rng": np.random.default_rng(0).bit_generator.state, "config": old_config,
+        "model_config": {"kind": "VAE", "preset": "mlp", "latent_dim": 4}})
+    assert run("sample", tmp_path, "-o", tmp_path / "s.png", "--n", 4) == 0
+    assert run("train", "--epochs", 2, "--latent-dim", 4, "--beta", 2, "--out", tmp_path, "--seed", 1,
+               "--resume", *SMALL) == 0
+    assert [r["epoch"] for r in metrics(tmp_path)] == [2]

@@ -63,7 +63,7 @@ def test_logvar_soft_clamp_keeps_exp_finite_and_is_smooth():
 @pytest.fixture(scope="module")
 def small_model():
     tv.manual_seed(0)
-    model = models.VAE("mlp", latent_dim=4)
+    model = models.build("vae", {"arch": "mlp", "latent_dim": 4})
     x = tv.tensor((np.random.default_rng(0).random((6, 784)) < 0.3).astype(np.float32))
     return model, x
 
@@ -139,18 +139,18 @@ def test_active_units_counts_dimensions_that_vary():
     assert O.active_units(mus) == 1
 
 
-@pytest.mark.parametrize("preset, latent", [("mlp", 50), ("conv", 16)])
-def test_presets_have_the_documented_shapes(preset, latent):
-    model = models.VAE(preset)
-    assert model.latent_dim == latent
+@pytest.mark.parametrize("arch, latent", [("mlp", 50), ("conv", 16)])
+def test_architectures_have_the_documented_shapes(arch, latent):
+    model = models.build("vae", {"arch": arch})
+    assert model.latent_dim == latent and model.config()["options"]["latent_dim"] == latent
     x = tv.tensor(np.zeros((3, 784), np.float32))
-    q = model.encode(x)
+    q = model.posterior(x)
     assert q.mu.shape == (3, latent)
-    assert model.decode(q.mu).logits.shape == (3, 784)
-    if preset == "mlp":
+    assert model.likelihood(q.mu).logits.shape == (3, 784)
+    if arch == "mlp":
         assert [p.shape for _, p in model.encoder.named_parameters()][::2] == [(200, 784), (200, 200), (2 * latent, 200)]
-    with pytest.raises(ValueError, match="unknown model preset"):
-        models.VAE("resnet")
+    with pytest.raises(ValueError, match="--arch must be one of mlp, conv, got 'resnet'"):
+        models.build("vae", {"arch": "resnet"})
 
 
 def test_reparameterize_kl_is_what_the_vae_uses():

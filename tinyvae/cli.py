@@ -1,6 +1,8 @@
-"""The ``tinyvae`` command (also ``python -m tinyvae``): train, eval, sample, reconstruct,
-manifold, interpolate. Bad input gets one line on stderr and exit status 2; a run that
-cannot go on (non-finite loss, missing or corrupt checkpoint) gets one line and status 1.
+"""The ``tinyvae`` command (also ``python -m tinyvae``): models, train, eval, sample,
+reconstruct, manifold, interpolate. ``train``'s options are generated from the trainer's
+``RunOptions`` and every registered family's ``Options``; an option the chosen model does not
+take is refused. Bad input gets one line on stderr and exit status 2; a run that cannot go on
+(non-finite loss, missing or corrupt data or checkpoint) gets one line and status 1.
 """
 from __future__ import annotations
 
@@ -8,19 +10,47 @@ import argparse
 import json
 import os
 import sys
+import typing
+from dataclasses import MISSING, fields
 from typing import Optional
 
 import numpy as np
 
+from . import models, pictures, records
 from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
+from .options import flag
 from .viz import save_png
+
+PICTURES = {"sample": "decoded samples from the prior", "reconstruct": "test images and their reconstructions",
+            "manifold": "decoded grid over two latent axes", "interpolate": "latent interpolations between test images"}
+EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
+               "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units"}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):   # one line instead of usage + error
         self.exit(2, f"tinyvae: error: {message}\n")
+
+
+def _value_type(cls, f):
+    """The argparse type of a dataclass field: int, float or str (Optional[X] → X)."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _default_text(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def _add_option(group, cls, f, text: str) -> None:
+    """``--flag`` for field ``f`` of dataclass ``cls``. Its default stays out of the namespace
+    (argparse.SUPPRESS), so what was typed can be told from what was not."""
+    choices = f.metadata.get("choices")
+    group.add_argument(flag(f.name), dest=f.name, type=_value_type(cls, f), default=argparse.SUPPRESS,
+                       choices=choices, help=text.replace("%", "%%"), metavar=None if choices else f.name.upper())
 
 
 def _positive_int(text: str) -> int:
@@ -30,47 +60,51 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def model_option_fields() -> dict:
+    """Option name → (a family's Options class, field, [(model, default), ...]) over every family."""
+    merged = {}
+    for name in models.names():
+        cls = models.get(name).Options
+        for f in fields(cls):
+            entry = merged.setdefault(f.name, (cls, f, []))
+            entry[2].append((name, f.default if f.default is not MISSING else None))
+    return merged
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tinyvae", description="Train and inspect variational autoencoders on MNIST.")
+    p = _Parser(prog="tinyvae", description="Train and inspect variational autoencoders.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model; writes DIR/metrics.jsonl, checkpoint and PNGs")
-    t.add_argument("--model", choices=["mlp", "conv", "ae"], default="mlp")
-    t.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    t.add_argument("--epochs", type=_positive_int, default=10)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-schedule", choices=T.LR_SCHEDULES, default="constant",
-                   help="iwae: the IWAE paper's 8 stages of 3^i epochs at 10^(-i/7) x --lr (3280 epochs)")
-    t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (β-VAE)")
-    t.add_argument("--kl-anneal", choices=["none", "linear", "cyclical"], default="none")
-    t.add_argument("--warmup-steps", type=_positive_int, default=10000,
-                   help="length of the linear KL warm-up, or of one annealing cycle")
-    t.add_argument("--free-bits", type=float, default=0.0, help="λ in nats per latent dimension")
-    t.add_argument("--iwae-k", type=_positive_int, default=1, help="train on the IWAE bound with K samples")
-    t.add_argument("--latent-dim", type=_positive_int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    m = sub.add_parser("models", help="list the registered models and their options")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+
+    t = sub.add_parser("train", help="train a model; writes DIR/metrics.jsonl, config.json, checkpoint and PNGs")
+    t.add_argument("--model", default=argparse.SUPPRESS, choices=models.names() + sorted(models.ALIASES),
+                   help="registered model (tinyvae models), or an alias: mlp = vae --arch mlp, conv = vae --arch conv "
+                        "(default vae)")
+    t.add_argument("--config", default=None, help="a run's config.json: its model, options and run options "
+                                                  "(further flags override them)")
     t.add_argument("--out", default="runs/vae", help="run folder (default runs/vae)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--train-size", type=_positive_int, default=None, help="use only the first N training images")
-    t.add_argument("--test-size", type=_positive_int, default=None, help="use only the first N test images")
     t.add_argument("--no-progress", action="store_true")
+    group = t.add_argument_group("run options")
+    for f in fields(T.RunOptions):
+        _add_option(group, T.RunOptions, f, f"{f.metadata['help']} (default {_default_text(f.default)})")
+    group = t.add_argument_group("model options (each taken only by the models named)")
+    for cls, f, takers in model_option_fields().values():
+        _add_option(group, cls, f, f"{f.metadata['help']}; models: {', '.join(n for n, _ in takers)}; default "
+                    + ", ".join(f"{_default_text(d)} ({n})" for n, d in takers))
 
-    e = sub.add_parser("eval", help="test ELBO, reconstruction, KL, IWAE NLL and active units")
+    e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)")
     e.add_argument("run_dir")
-    e.add_argument("--iwae-k", type=_positive_int, default=5000)
+    e.add_argument("--iwae-k", type=_positive_int, default=5000, help="samples of the IWAE bound, where the model has one")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--test-size", type=_positive_int, default=None)
     e.add_argument("--batch-size", type=_positive_int, default=100)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--data-dir", default=None)
 
-    for name, helptext in (("sample", "decoded samples from the prior"),
-                           ("reconstruct", "test images and their reconstructions"),
-                           ("manifold", "decoded grid over two latent axes"),
-                           ("interpolate", "latent interpolations between test images")):
+    for name, helptext in PICTURES.items():
         s = sub.add_parser(name, help=helptext)
         s.add_argument("run_dir")
         s.add_argument("-o", "--output", default=f"{name}.png")
@@ -80,57 +114,100 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _models(args) -> None:
+    listing = {}
+    for name in models.names():
+        cls = models.get(name)
+        listing[name] = {"description": cls.description, "section": cls.section,
+                         "capabilities": [c for c in models.CAPABILITIES if callable(getattr(cls, c, None))],
+                         "options": {f.name: {"default": f.default, "help": f.metadata["help"],
+                                              "choices": list(f.metadata["choices"]) if f.metadata.get("choices")
+                                              else None} for f in fields(cls.Options)}}
+    if args.json:
+        print(json.dumps({"models": listing, "aliases": {a: {"model": m, "options": o}
+                                                         for a, (m, o) in models.ALIASES.items()}}))
+        return
+    for name, entry in listing.items():
+        print(f"{name:<6} {entry['description']} (textbook {entry['section']}); "
+              f"can: {', '.join(entry['capabilities'])}")
+        for option, about in entry["options"].items():
+            print(f"         {flag(option):<16} {about['help']} (default {_default_text(about['default'])})")
+    for alias, (model, fixed) in models.ALIASES.items():
+        print(f"alias  {alias} = {model} " + " ".join(f"{flag(k)} {v}" for k, v in fixed.items()))
+
+
+def train_request(args) -> tuple:
+    """(model name, model options, RunOptions) from the defaults, then --config's record,
+    then the flags typed. An option the model does not take is a ValueError."""
+    given = vars(args)
+    record = records.read_config(args.config) if args.config else None
+    name = given.get("model") or (record["model"] if record else "vae")
+    family, _ = models.resolve(name)
+    options = {}
+    if record and models.resolve(record["model"])[0] == family:
+        options.update(record["model_options"])
+    typed = {key: given[key] for key in model_option_fields() if key in given}
+    family_fields = {f.name for f in fields(models.get(family).Options)}
+    refused = [key for key in typed if key not in family_fields]
+    if refused:
+        raise ValueError(f"model {family!r} does not take {', '.join(flag(k) for k in refused)} "
+                         f"(its options: {', '.join(flag(k) for k in sorted(family_fields))})")
+    options.update(typed)
+    run = dict(record["run"]) if record else {}
+    run.update({f.name: given[f.name] for f in fields(T.RunOptions) if f.name in given})
+    return name, options, T.run_options(run)
+
+
 def _train(args) -> None:
-    config = T.Config(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, lr_schedule=args.lr_schedule, beta=args.beta, kl_anneal=args.kl_anneal,
-                      warmup_steps=args.warmup_steps, free_bits=args.free_bits, iwae_k=args.iwae_k,
-                      latent_dim=args.latent_dim, seed=args.seed, device=args.device, train_size=args.train_size,
-                      test_size=args.test_size, data_dir=args.data_dir)
-    T.train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"wrote {os.path.join(args.out, T.METRICS)}, {T.CHECKPOINT}, samples.png and reconstructions.png")
+    name, options, run = train_request(args)
+    T.train(name, options, run, args.out, resume=args.resume, progress=not args.no_progress,
+            command=["tinyvae", *args.argv])
+    print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
 
 
 def _eval(args) -> None:
-    model, config = T.load_model(args.run_dir)
-    config.test_size, config.data_dir = args.test_size, args.data_dir or config.data_dir
-    result = T.evaluate(model, T.load_pixels(config, "test"), np.random.default_rng(args.seed),
-                        batch_size=args.batch_size, iwae_k=args.iwae_k)
+    model, run = T.load_model(args.run_dir)
+    run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
+    result = T.evaluate(model, T.load_split(run, "test"), np.random.default_rng(args.seed),
+                        batch_size=args.batch_size, iwae_k=args.iwae_k if model.can("log_weights") else 0)
     if args.json:
         print(json.dumps(result))
         return
-    labels = [("test ELBO (nats)", "test_elbo"), ("reconstruction log p(x|z)", "test_recon"),
-              ("KL(q(z|x) || p(z))", "test_kl"), (f"NLL, IWAE K={args.iwae_k}", "test_nll_iwae"),
-              ("active units", "active_units")]
-    for label, key in labels:
-        value = result[key]
+    for key, value in result.items():
+        if key == "iwae_k":
+            continue
+        label = EVAL_LABELS.get(key, key).format(iwae_k=result.get("iwae_k"))
         print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
 
 
 def _picture(args) -> None:
-    model, config = T.load_model(args.run_dir)
-    config.data_dir = args.data_dir or config.data_dir
+    model, run = T.load_model(args.run_dir)
+    pictures.require(model, args.command)
+    run.data_dir = args.data_dir or run.data_dir
     rng = np.random.default_rng(args.seed)
     if args.command == "sample":
-        picture = T.sample_picture(model, args.n, rng)
+        picture = pictures.sample_picture(model, args.n, rng)
     else:
-        config.test_size = None
-        pixels = T.load_pixels(config, "test")
+        run.test_size = None
+        test = T.load_split(run, "test")
         if args.command == "reconstruct":
-            picture = T.reconstruction_picture(model, pixels, n=args.n)
+            picture = pictures.reconstruction_picture(model, test, n=args.n)
         elif args.command == "manifold":
-            picture, axes = T.manifold_picture(model, pixels, n=args.n)
+            picture, axes = pictures.manifold_picture(model, test, n=args.n)
             if model.latent_dim != 2:
                 print(f"latent is {model.latent_dim}-D: varying dimensions {axes[0]} and {axes[1]} "
                       f"(the most active), the rest held at 0")
         else:
-            picture = T.interpolation_picture(model, pixels, pairs=max(1, args.n // 2), rng=rng)
+            picture = pictures.interpolation_picture(model, test, pairs=max(1, args.n // 2), rng=rng)
     save_png(args.output, picture)
     print(f"wrote {args.output}")
 
 
 def main(argv: Optional[list] = None) -> int:
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "eval": _eval}
+    args.argv = argv
+    handlers = {"models": _models, "train": _train, "eval": _eval}
     try:
         handlers.get(args.command, _picture)(args)
     except (T.TrainingError, CheckpointError, DataError, OSError) as e:   # before ValueError: CheckpointError is one

@@ -13,6 +13,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -45,6 +46,41 @@ MIRRORS = {   # the locations torchvision / Keras use for MNIST, Zalando's for F
 }
 
 DATASETS = tuple(SHA256)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a data set holds, for the models to build themselves around: ``shape`` of one
+    example (channels, height, width), ``kind`` ('images': pixels in [0, 1], which a
+    binary-pixel model sees binarized), and ``classes`` (labels 0..classes−1, or None)."""
+    name: str
+    shape: tuple
+    kind: str = "images"
+    classes: Optional[int] = None
+
+    @property
+    def size(self) -> int:
+        """Numbers in one flattened example."""
+        return int(np.prod(self.shape))
+
+
+SPECS = {name: DataSpec(name, (1, 28, 28), "images", 10) for name in DATASETS}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set: ``x`` [N, size] float32 pixels in [0, 1] (or {0, 1} once
+    binarized), ``y`` [N] int64 labels."""
+    spec: DataSpec
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def binarized(self, rng: np.random.Generator) -> "Split":
+        """The split with one dynamic binarization of all its pixels (a fixed test set)."""
+        return replace(self, x=binarize(self.x, rng))
 
 
 class DataError(RuntimeError):
@@ -150,3 +186,22 @@ def batches(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = T
     order = rng.permutation(n) if shuffle else np.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def load_split(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> Split:
+    """The first ``limit`` examples (all if None) of a split, pixels scaled to [0, 1]."""
+    images, labels = load(dataset, split, data_dir)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    return Split(SPECS[dataset], to_unit_interval(images), labels.astype(np.int64))
+
+
+def batch_dicts(split: Split, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
+                binary: bool = False, device: str = "cpu") -> Iterator[dict]:
+    """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``) and ``y`` (labels,
+    NumPy [B]). The permutation is drawn first; with ``binary``, each batch is binarized with
+    ``rng`` as it is reached (a fresh draw every time an image is used)."""
+    from .tensor import tensor
+    for idx in list(batches(len(split), batch_size, rng, shuffle)):
+        pixels = split.x[idx]
+        yield {"x": tensor(binarize(pixels, rng) if binary else pixels, device=device), "y": split.y[idx]}

@@ -14,7 +14,6 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend
 from . import functional as F
 from .distributions import Normal, standard_normal_like
 from .tensor import Tensor
@@ -25,16 +24,13 @@ def per_example(t: Tensor) -> Tensor:
     return F.sum(t, axis=tuple(range(1, t.ndim))) if t.ndim > 1 else t
 
 
-def elbo_terms(model, x: Tensor, rng=None, deterministic: bool = False) -> dict:
+def elbo_terms(model, x: Tensor, rng=None) -> dict:
     """One-sample reconstruction log p(x|z) and analytic KL, per example [N], plus the
-    per-dimension KL [N, latent] (for free bits and active units)."""
-    q = model.encode(x)
-    if deterministic:                      # an autoencoder: z = μ, no noise, no KL
-        z = q.mu
-        kl_dims = Tensor(backend.array_module(q.mu.data).zeros(q.mu.shape, q.mu.dtype))
-    else:
-        z, kl_dims = q.rsample_and_kl(rng=rng, per_dim=True)
-    recon = per_example(model.decode(z).log_prob(x))
+    per-dimension KL [N, latent] (for free bits) and the posterior means (for active units).
+    ``model`` has ``posterior(x)`` (a ``Normal``) and ``likelihood(z)``."""
+    q = model.posterior(x)
+    z, kl_dims = q.rsample_and_kl(rng=rng, per_dim=True)
+    recon = per_example(model.likelihood(z).log_prob(x))
     kl = F.sum(kl_dims, axis=-1)
     return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "mu": q.mu}
 
@@ -52,14 +48,14 @@ def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Ten
 
 def log_weights(model, x: Tensor, k: int, rng=None) -> Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]."""
-    q = model.encode(x)
+    q = model.posterior(x)
     rows = []
     for _ in range(k):
         eps = standard_normal_like(q.mu, rng)
         z = q.rsample(eps)
         log_q = per_example(Normal(q.mu, q.logvar, clamp=False).log_prob(z))
         log_p_z = per_example(-0.5 * (z * z + math.log(2 * math.pi)))
-        rows.append(per_example(model.decode(z).log_prob(x)) + log_p_z - log_q)
+        rows.append(per_example(model.likelihood(z).log_prob(x)) + log_p_z - log_q)
     return F.stack(rows, axis=0)
 
 
@@ -89,6 +85,9 @@ def active_units(mus: np.ndarray, threshold: float = 0.01) -> int:
 
 # ---- KL weight schedules: step → β multiplier ------------------------------------------------
 
+KL_SCHEDULES = ("none", "linear", "cyclical")
+
+
 def kl_weight(schedule: str, step: int, beta: float = 1.0, warmup_steps: int = 10000,
               cycle_steps: Optional[int] = None, ramp_fraction: float = 0.5) -> float:
     """'none': β.  'linear': β·min(1, step / warmup_steps).  'cyclical' (Fu et al. 2019): each
@@ -101,4 +100,4 @@ def kl_weight(schedule: str, step: int, beta: float = 1.0, warmup_steps: int = 1
         cycle = cycle_steps or warmup_steps
         position = (step % cycle) / cycle
         return beta * min(1.0, position / ramp_fraction)
-    raise ValueError(f"unknown KL schedule {schedule!r}; expected none, linear or cyclical")
+    raise ValueError(f"unknown KL schedule {schedule!r}; expected {', '.join(KL_SCHEDULES)}")

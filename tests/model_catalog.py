@@ -1,0 +1,22 @@
+"""Every registered model, built small: the options of each tiny instance the generated tests
+in test_model_catalog.py check. A family that is registered but missing here fails
+``test_every_registered_model_is_in_the_catalog``; adding its entries gives it every test."""
+from tinyvae.data import DataSpec
+
+# (model name, options): each family in each of its architectures, latent kept small
+MODELS = [
+    ("vae", {"arch": "mlp", "latent_dim": 3}),
+    ("vae", {"arch": "conv", "latent_dim": 3}),
+    ("vae", {"arch": "mlp", "latent_dim": 2, "iwae_k": 3}),
+    ("vae", {"arch": "mlp", "latent_dim": 2, "beta": 0.5, "kl_anneal": "linear", "warmup_steps": 4,
+             "free_bits": 0.2}),
+    ("ae", {"arch": "mlp", "latent_dim": 3}),
+    ("ae", {"arch": "conv", "latent_dim": 3}),
+]
+
+# a small image data set for the gradient checks (the conv networks need sides divisible by 4)
+TINY_IMAGES = DataSpec("tiny", (1, 8, 8), "images", 10)
+
+
+def ids():
+    return [f"{name}-" + "-".join(f"{k}={v}" for k, v in options.items()) for name, options in MODELS]

@@ -1,0 +1,10 @@
+"""Model families, one file each, registered by name (``registry``); the interface they
+implement is ``base.Model``. Importing this package registers every family."""
+from . import ae, vae  # noqa: F401  (registers them)
+from .base import CAPABILITIES, Model, StepContext
+from .registry import ALIASES, build, get, names, register, resolve
+from .vae import VAE
+from .ae import AE
+
+__all__ = ["Model", "StepContext", "CAPABILITIES", "register", "get", "names", "build", "resolve",
+           "ALIASES", "VAE", "AE"]

@@ -1,0 +1,93 @@
+"""The interface every model family implements, and what the trainer hands it.
+
+A family is one ``Model`` subclass in its own file, registered by name
+(``tinyvae/models/registry.py``). It declares:
+
+  name, description, section   registered name, one line, the textbook section
+  Options                      a dataclass of its options (``tinyvae.options.option``: type,
+                               default, help, allowed values)
+  inputs                       'binary' (the data's pixels binarized, dynamically in training)
+                               or 'continuous'
+  eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...)
+
+and implements
+
+  loss(batch, ctx) -> dict     the training loss of a batch: 'loss' (the scalar to minimise),
+                               per-example terms in nats (Tensors [N], averaged per epoch as
+                               train_<name>), and plain numbers (schedule values, kept as is)
+  eval_batch(batch, ctx, iwae_k) -> (metrics, kept)
+                               per-example test metrics (arrays [N], averaged as test_<name>)
+                               and arrays to keep across batches for ``eval_summary``
+
+and may override ``param_groups`` (parameters optimised separately, each group with its own
+optimizer), ``after_step`` (state changed after each optimizer step), ``eval_summary``
+(metrics of the whole test set). Capabilities are methods a family may have; the CLI and
+the pictures use them only where present (``can``):
+
+  sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior
+  encode(x)            a latent point per example (the posterior mean) [N, latent_dim]
+  decode(z)            images [N, *spec.shape] from latent points
+  reconstruct(x)       images [N, *spec.shape]
+  log_weights(x, k, rng)   log p(x, z_k) − log q(z_k|x), [k, N], for the IWAE bound
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .. import nn
+from ..data import DataSpec
+from ..options import check
+
+CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights")
+
+
+@dataclass
+class StepContext:
+    """What a model may know of the run at a step: the optimizer steps taken so far, the
+    epoch, the run's generator (all training randomness comes from it, in a fixed order, so
+    a resumed run repeats an uninterrupted one), and whether it is training."""
+    step: int
+    epoch: int
+    rng: np.random.Generator
+    training: bool = True
+
+
+class Model(nn.Module):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    section: ClassVar[str] = ""
+    Options: ClassVar[type]
+    inputs: ClassVar[str] = "binary"
+    eval_keys: ClassVar[tuple] = ()
+
+    def __init__(self, options, spec: DataSpec):
+        super().__init__()
+        check(options)
+        self.options, self.spec = options, spec
+
+    def loss(self, batch: dict, ctx: StepContext) -> dict:
+        raise NotImplementedError
+
+    def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
+        raise NotImplementedError
+
+    def eval_summary(self, kept: dict) -> dict:
+        """Metrics of the whole test set from the arrays ``eval_batch`` kept (concatenated)."""
+        return {}
+
+    def param_groups(self) -> dict:
+        """Name → parameters; each group gets its own optimizer (one group by default)."""
+        return {"model": list(self.parameters())}
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after every optimizer step (EMA codebooks, temperature schedules, ...)."""
+
+    def can(self, capability: str) -> bool:
+        return callable(getattr(self, capability, None))
+
+    def config(self) -> dict:
+        """What rebuilds this model: its registered name and every option."""
+        return {"name": self.name, "options": asdict(self.options)}

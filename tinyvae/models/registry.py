@@ -1,0 +1,60 @@
+"""Model families by name: ``register`` (a class decorator), ``get``, ``names``, ``build``.
+
+Names are lower-case with hyphens. ``ALIASES`` keeps the names of the presets that came before
+families (``--model mlp|conv``) working: each maps to a family and the options it fixes.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Optional
+
+from ..data import SPECS, DataSpec
+
+_FAMILIES: dict = {}
+
+ALIASES = {"mlp": ("vae", {"arch": "mlp"}), "conv": ("vae", {"arch": "conv"})}
+
+
+def register(cls):
+    """Class decorator: make ``cls`` buildable by its ``name``."""
+    if not cls.name or cls.name in _FAMILIES or cls.name in ALIASES:
+        raise ValueError(f"model name {cls.name!r} is empty or taken")
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def names() -> list:
+    return sorted(_FAMILIES)
+
+
+def get(name: str):
+    """The family registered as ``name``; ValueError listing the known names otherwise."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())} "
+                         f"(and the aliases {', '.join(sorted(ALIASES))})")
+    return _FAMILIES[name]
+
+
+def resolve(name: str, options: Optional[dict] = None) -> tuple:
+    """(family name, options) with an alias replaced by its family and fixed options."""
+    options = dict(options or {})
+    if name in ALIASES:
+        family, fixed = ALIASES[name]
+        for key, value in fixed.items():
+            if options.get(key, value) != value:
+                raise ValueError(f"--model {name} means --model {family} --{key} {value}; "
+                                 f"it cannot take --{key} {options[key]}")
+        return family, {**options, **fixed}
+    return name, options
+
+
+def build(name: str, options: Optional[dict] = None, spec: DataSpec = SPECS["mnist"], rng=None):
+    """A family's model from its name (or an alias) and a dict of options (missing ones take
+    their defaults); ValueError for an unknown name or an option the family does not take."""
+    family, options = resolve(name, options)
+    cls = get(family)
+    known = {f.name for f in fields(cls.Options)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"model {family!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
+    return cls(cls.Options(**options), spec, rng=rng)

@@ -1,0 +1,75 @@
+"""The variational autoencoder (textbook 21.2; Kingma & Welling 2014): q(z|x) = N(μ(x), e^ℓ(x)),
+p(z) = N(0, I), Bernoulli pixels p(x|z), trained on
+
+  ELBO(x) = E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))        (21.3.1 for β ≠ 1)
+
+with the KL weight annealed (linear warm-up or cyclical, Fu et al. 2019) and free bits
+(Kingma et al. 2016) if asked, or on the IWAE bound with K samples (Burda et al. 2016).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .. import objectives
+from ..options import option
+from .base import StepContext
+from .latent import EncoderDecoder
+from .nets import ARCHS
+from .registry import register
+
+
+@dataclass
+class VAEOptions:
+    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)", choices=ARCHS)
+    latent_dim: Optional[int] = option(None, "latent dimensions (default: 50 for mlp, 16 for conv)", minimum=1)
+    beta: float = option(1.0, "weight β of the KL term (β-VAE)", minimum=0.0)
+    kl_anneal: str = option("none", "KL weight schedule: none, linear warm-up, or cyclical",
+                            choices=objectives.KL_SCHEDULES)
+    warmup_steps: int = option(10000, "length of the linear KL warm-up, or of one annealing cycle, in steps",
+                               minimum=1)
+    free_bits: float = option(0.0, "free bits: λ in nats per latent dimension", minimum=0.0)
+    iwae_k: int = option(1, "train on the IWAE bound with K samples (1: the ELBO)", minimum=1)
+
+
+@register
+class VAE(EncoderDecoder):
+    name = "vae"
+    description = "Gaussian VAE with Bernoulli pixels; β, KL annealing, free bits, IWAE training"
+    section = "21.2, 21.3.1"
+    Options = VAEOptions
+    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units")
+
+    def __init__(self, options: VAEOptions, spec, rng=None):
+        if options.iwae_k > 1 and (options.beta != 1 or options.kl_anneal != "none" or options.free_bits):
+            raise ValueError("--iwae-k > 1 trains the IWAE bound, which has no β, KL annealing or free bits; "
+                             "drop --beta, --kl-anneal and --free-bits, or use --iwae-k 1")
+        super().__init__(options, spec, rng)
+
+    def loss(self, batch: dict, ctx: StepContext) -> dict:
+        o, x = self.options, batch["x"]
+        weight = objectives.kl_weight(o.kl_anneal, ctx.step, o.beta, o.warmup_steps)
+        if o.iwae_k > 1:
+            loss = -objectives.iwae_bound(self, x, o.iwae_k, ctx.rng).mean()
+            terms = objectives.elbo_terms(self, x, ctx.rng)                  # reported, not trained on
+        else:
+            terms = objectives.elbo_terms(self, x, ctx.rng)
+            loss = objectives.training_loss(terms, weight, o.free_bits)
+        return {"loss": loss, "recon": terms["recon"], "kl": terms["kl"], "kl_weight": weight}
+
+    def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
+        x = batch["x"]
+        terms = objectives.elbo_terms(self, x, ctx.rng)
+        metrics = {key: terms[key] for key in ("elbo", "recon", "kl")}
+        if iwae_k:
+            metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
+        return metrics, {"mu": terms["mu"]}
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Pixel means of p(x|z) for z ~ N(0, I), [n, *spec.shape]."""
+        return self.decode(rng.standard_normal((n, self.latent_dim)))
+
+    def log_weights(self, x, k: int, rng=None):
+        return objectives.log_weights(self, x, k, rng)
