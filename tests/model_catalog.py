@@ -12,6 +12,7 @@ MODELS = [
              "free_bits": 0.2}),
     ("ae", {"arch": "mlp", "latent_dim": 3}),
     ("ae", {"arch": "conv", "latent_dim": 3}),
+    ("ae", {"arch": "mlp", "latent_dim": 2, "code_penalty": 0.0}),
 ]
 
 # a small image data set for the gradient checks (the conv networks need sides divisible by 4)

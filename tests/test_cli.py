@@ -123,7 +123,7 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["train", "--epochs", "two"], "invalid int value: 'two'"),
     (["train", "--lr", "0"], "--lr must be positive"),
     (["train", "--lr", "nan"], "--lr must be a finite number"),
-    (["train", "--model", "ae", "--beta", "2"], "model 'ae' does not take --beta (its options: --arch, --latent-dim)"),
+    (["train", "--model", "ae", "--beta", "2"], "model 'ae' does not take --beta (its options: --arch, --code-penalty, --latent-dim)"),
     (["train", "--model", "conv", "--arch", "mlp"], "--model conv means --model vae --arch conv"),
     (["train", "--arch", "resnet"], "argument --arch: invalid choice: 'resnet'"),
     (["sample", "x", "--n", "0"], "must be a positive integer"),

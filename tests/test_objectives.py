@@ -160,3 +160,33 @@ def test_reparameterize_kl_is_what_the_vae_uses():
     z, kl = D.Normal(mu, lv, clamp=False).rsample_and_kl(eps)
     np.testing.assert_allclose(z.numpy(), (mu + F.exp(0.5 * lv) * eps).numpy())
     np.testing.assert_allclose(kl.numpy(), F.sum(0.5 * (mu * mu + F.exp(lv) - 1 - lv), axis=-1).numpy())
+
+
+def test_kl_is_looked_up_by_the_pair_of_types():
+    q = D.Normal(t64([[0.3, -1.0]]), t64([[0.2, -0.4]]), clamp=False)
+    np.testing.assert_allclose(D.kl(q, D.StandardNormal(2)).numpy(), q.kl_standard(per_dim=True).numpy())
+    other = D.Normal(t64([[0.1, 0.5]]), t64([[-0.3, 0.1]]), clamp=False)
+    closed = D.kl(q, other).numpy()
+    z = q.rsample(rng=np.random.default_rng(0))
+    mc = np.mean([(q.log_prob(q.rsample(rng=np.random.default_rng(s))) - other.log_prob(
+        q.rsample(rng=np.random.default_rng(s)))).numpy() for s in range(4000)], axis=0)
+    np.testing.assert_allclose(closed, mc, atol=0.05)
+
+    class Laplace:                               # no closed form registered against N(0, I)
+        def log_prob(self, z):
+            return -F.abs(z) - np.log(2.0)
+    estimate = D.kl(Laplace(), D.StandardNormal(2), z)
+    np.testing.assert_allclose(estimate.numpy(), (Laplace().log_prob(z) - D.StandardNormal(2).log_prob(z)).numpy())
+    with pytest.raises(TypeError, match=r"no closed-form KL\(Laplace ‖ StandardNormal\)"):
+        D.kl(Laplace(), D.StandardNormal(2))
+
+
+def test_sample_and_kl_uses_the_fused_kernel_for_the_vae_pair():
+    q = D.Normal(t64([[0.3, -1.0]]), t64([[0.2, -0.4]]), clamp=False)
+    z, kl = D.sample_and_kl(q, D.StandardNormal(2), np.random.default_rng(3))
+    z2, kl2 = q.rsample_and_kl(rng=np.random.default_rng(3), per_dim=True)
+    np.testing.assert_array_equal(z.numpy(), z2.numpy())
+    np.testing.assert_array_equal(kl.numpy(), kl2.numpy())
+    z3, kl3 = D.sample_and_kl(q, D.Normal(t64([[0.0, 0.0]]), t64([[0.0, 0.0]]), clamp=False),
+                              np.random.default_rng(3))
+    np.testing.assert_allclose(kl3.numpy(), kl.numpy(), rtol=1e-12)

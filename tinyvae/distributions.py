@@ -1,6 +1,11 @@
 """Probability distributions for VAEs. ``log_prob`` is elementwise (sum it over the event
 axes yourself, as ``objectives`` does over pixels and latent dimensions).
 
+KL divergences are looked up by the pair of types (``kl``, ``register_kl``): a closed form
+where one is registered, else a one-sample Monte-Carlo estimate log q(z) − log p(z) at the
+z given. ``sample_and_kl`` draws z ~ q by reparameterisation together with KL(q ‖ p); for a
+diagonal Gaussian against N(0, I) both come from one pass of the fused kernel.
+
 Log-variances are soft-clamped to (−LOGVAR_LIMIT, LOGVAR_LIMIT) by ℓ ↦ L·tanh(ℓ/L), smooth
 and nearly the identity for |ℓ| ≪ L, so exp(ℓ) can never overflow (the fused kernel is
 exact over [−30, 30]).
@@ -56,11 +61,8 @@ class Normal:
         return F.reparameterize_kl(self.mu, self.logvar, zeros, per_element=per_dim)[1]
 
     def kl(self, other: "Normal") -> Tensor:
-        """KL(self ‖ other) = ½ Σ_d (ℓ₂ − ℓ₁ + (e^ℓ₁ + (μ₁ − μ₂)²) e^−ℓ₂ − 1), per element summed
-        over the last axis."""
-        d = self.mu - other.mu
-        per_dim = 0.5 * (other.logvar - self.logvar + (F.exp(self.logvar) + d * d) * F.exp(-other.logvar) - 1)
-        return F.sum(per_dim, axis=-1)
+        """KL(self ‖ other) summed over the last axis (the closed form registered below)."""
+        return F.sum(kl(self, other), axis=-1)
 
     def log_prob(self, x) -> Tensor:
         """log N(x; μ, e^ℓ) = −½ (log 2π + ℓ + (x − μ)² e^−ℓ), elementwise."""
@@ -69,6 +71,17 @@ class Normal:
     def entropy(self) -> Tensor:
         """½ Σ_d (1 + log 2π + ℓ), over the last axis."""
         return F.sum(0.5 * (1 + _LOG_2PI + self.logvar), axis=-1)
+
+
+class StandardNormal:
+    """N(0, I), the VAE's prior, over vectors of ``dim`` numbers."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def log_prob(self, z) -> Tensor:
+        """−½ (z² + log 2π), elementwise."""
+        return -0.5 * (z * z + _LOG_2PI)
 
 
 class Bernoulli:
@@ -88,3 +101,49 @@ class Bernoulli:
     def sample(self, rng=None) -> np.ndarray:
         p = backend.to_device(self.mean.data, "cpu")
         return (get_rng(rng).random(p.shape) < p).astype(p.dtype)
+
+
+# ---- KL divergences by the pair of types ----------------------------------------------------
+
+_KL: dict = {}
+
+
+def register_kl(q_type: type, p_type: type):
+    """Decorator: ``fn(q, p)`` is the closed-form KL(q ‖ p) per dimension [..., D]."""
+    def add(fn):
+        _KL[(q_type, p_type)] = fn
+        return fn
+    return add
+
+
+@register_kl(Normal, StandardNormal)
+def _kl_normal_standard(q: Normal, p: StandardNormal) -> Tensor:
+    return q.kl_standard(per_dim=True)
+
+
+@register_kl(Normal, Normal)
+def _kl_normal_normal(q: Normal, p: Normal) -> Tensor:
+    """½ (ℓ₂ − ℓ₁ + (e^ℓ₁ + (μ₁ − μ₂)²) e^−ℓ₂ − 1) per dimension."""
+    d = q.mu - p.mu
+    return 0.5 * (p.logvar - q.logvar + (F.exp(q.logvar) + d * d) * F.exp(-p.logvar) - 1)
+
+
+def kl(q, p, z: Optional[Tensor] = None) -> Tensor:
+    """KL(q ‖ p) per dimension: the registered closed form for (type(q), type(p)), else the
+    one-sample estimate log q(z) − log p(z) at ``z`` (a sample of q; needed then)."""
+    closed = _KL.get((type(q), type(p)))
+    if closed is not None:
+        return closed(q, p)
+    if z is None:
+        raise TypeError(f"no closed-form KL({type(q).__name__} ‖ {type(p).__name__}); pass a sample z of q "
+                        f"for a Monte-Carlo estimate")
+    return q.log_prob(z) - p.log_prob(z)
+
+
+def sample_and_kl(q, p, rng=None) -> tuple:
+    """(z ~ q by reparameterisation, KL(q ‖ p) per dimension). A diagonal Gaussian against
+    N(0, I) takes both from one pass of the fused kernel (kernels/reparam_kl.py)."""
+    if type(q) is Normal and type(p) is StandardNormal:
+        return q.rsample_and_kl(rng=rng, per_dim=True)
+    z = q.rsample(rng=rng)
+    return z, kl(q, p, z)

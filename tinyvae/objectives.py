@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from . import functional as F
-from .distributions import Normal, standard_normal_like
+from .distributions import Normal, sample_and_kl, standard_normal_like
 from .tensor import Tensor
 
 
@@ -25,11 +25,12 @@ def per_example(t: Tensor) -> Tensor:
 
 
 def elbo_terms(model, x: Tensor, rng=None) -> dict:
-    """One-sample reconstruction log p(x|z) and analytic KL, per example [N], plus the
+    """One-sample reconstruction log p(x|z) and KL(q(z|x) ‖ p(z)), per example [N], plus the
     per-dimension KL [N, latent] (for free bits) and the posterior means (for active units).
-    ``model`` has ``posterior(x)`` (a ``Normal``) and ``likelihood(z)``."""
+    ``model`` gives the three distributions: ``posterior(x)``, ``prior()`` and
+    ``likelihood(z)``; the KL is the pair's registered closed form (distributions.kl)."""
     q = model.posterior(x)
-    z, kl_dims = q.rsample_and_kl(rng=rng, per_dim=True)
+    z, kl_dims = sample_and_kl(q, model.prior(), rng)
     recon = per_example(model.likelihood(z).log_prob(x))
     kl = F.sum(kl_dims, axis=-1)
     return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "mu": q.mu}
@@ -48,13 +49,13 @@ def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Ten
 
 def log_weights(model, x: Tensor, k: int, rng=None) -> Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]."""
-    q = model.posterior(x)
+    q, prior = model.posterior(x), model.prior()
     rows = []
     for _ in range(k):
         eps = standard_normal_like(q.mu, rng)
         z = q.rsample(eps)
         log_q = per_example(Normal(q.mu, q.logvar, clamp=False).log_prob(z))
-        log_p_z = per_example(-0.5 * (z * z + math.log(2 * math.pi)))
+        log_p_z = per_example(prior.log_prob(z))
         rows.append(per_example(model.likelihood(z).log_prob(x)) + log_p_z - log_q)
     return F.stack(rows, axis=0)
 

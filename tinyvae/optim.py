@@ -7,7 +7,7 @@ per-parameter buffers (arrays), so a run resumes exactly.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -172,13 +172,15 @@ class IWAEStages:
 
 
 class Scheduler:
-    """Sets ``optimizer.lr = base_lr · schedule(step)``; call ``step()`` once per optimizer step."""
+    """Sets ``optimizer.lr = base_lr · schedule(step)``; call ``step()`` once per optimizer step.
+    ``start``: the optimizer steps already taken (a resumed run); ``base_lr``: default the
+    optimizer's lr."""
 
-    def __init__(self, optimizer: Optimizer, schedule):
+    def __init__(self, optimizer: Optimizer, schedule, start: int = 0, base_lr: Optional[float] = None):
         self.optimizer, self.schedule = optimizer, schedule
-        self.base_lr = optimizer.lr
-        self.count = 0
-        optimizer.lr = self.base_lr * schedule(0)
+        self.base_lr = optimizer.lr if base_lr is None else base_lr
+        self.count = start
+        optimizer.lr = self.base_lr * schedule(start)
 
     def step(self) -> None:
         self.count += 1

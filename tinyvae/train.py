@@ -112,6 +112,7 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, r
     records.write_config(out_dir, model.config(), asdict(run), command)
     train_split, test_split = load_split(run, "train"), load_split(run, "test")
     schedule = lr_schedule(run, -(-len(train_split) // run.batch_size))
+    schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]
     history = []
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
@@ -131,9 +132,10 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, r
             for opt in optimizers.values():
                 opt.zero_grad()
             terms["loss"].backward()
-            for opt in optimizers.values():
-                opt.lr = run.lr * schedule(step)
+            lr = next(iter(optimizers.values())).lr
+            for opt, scheduler in zip(optimizers.values(), schedulers):
                 opt.step()
+                scheduler.step()
             model.after_step(ctx)
             step += 1
             n = len(batch["y"])
@@ -150,7 +152,7 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, r
                 bar.set_postfix({key: f"{total / count:.2f}" for key, total in sums.items()}, refresh=False)
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "step": step, **{f"train_{key}": total / count for key, total in sums.items()},
-                  **numbers, "lr": next(iter(optimizers.values())).lr, "seconds": seconds}
+                  **numbers, "lr": lr, "seconds": seconds}
         record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device))
         history.append(record)
         with open(metrics_path, "a") as f:

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from .. import objectives
+from ..distributions import StandardNormal
 from ..options import option
 from .base import StepContext
 from .latent import EncoderDecoder
@@ -66,6 +67,10 @@ class VAE(EncoderDecoder):
         if iwae_k:
             metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
         return metrics, {"mu": terms["mu"]}
+
+    def prior(self) -> StandardNormal:
+        """p(z) = N(0, I)."""
+        return StandardNormal(self.latent_dim)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Pixel means of p(x|z) for z ~ N(0, I), [n, *spec.shape]."""

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
@@ -48,8 +49,8 @@ class GRUCell(Module):
         _gru_params(self, "", input_size, hidden_size, rng)
 
     def forward(self, x: Tensor, h: Optional[Tensor] = None) -> Tensor:
-        if h is None:
-            h = Tensor(np.zeros((x.shape[0], self.hidden_size), x.dtype))
+        if h is None:       # on x's device: NumPy for NumPy inputs, CuPy for CuPy ones
+            h = Tensor(backend.array_module(x.data).zeros((x.shape[0], self.hidden_size), x.dtype))
         return gru_step(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
@@ -67,7 +68,7 @@ class GRU(Module):
             raise ValueError(f"GRU: expected input [B, T, {self.input_size}], got shape {x.shape}")
         batch, steps = x.shape[0], x.shape[1]
         if h0 is None:
-            h0 = Tensor(np.zeros((self.num_layers, batch, self.hidden_size), x.dtype))
+            h0 = Tensor(backend.array_module(x.data).zeros((self.num_layers, batch, self.hidden_size), x.dtype))
         seq = [x[:, t] for t in range(steps)]
         finals = []
         for layer in range(self.num_layers):
