@@ -61,13 +61,31 @@ def test_resume_continues_exactly(trained, tmp_path):
 
 
 def test_eval_json_has_the_documented_keys(trained, capsys):
-    assert run("eval", trained, "--iwae-k", 5, "--test-size", 32, "--json") == 0
+    assert run("eval", trained, "--iwae-k", 5, "--test-size", 32, "--json", "--fd-samples", 0) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units"}
     assert result["test_elbo"] < 0 and result["iwae_k"] == 5
     assert result["test_nll_iwae"] <= -result["test_elbo"] + 1.0   # IWAE bound is tighter than the ELBO
-    assert run("eval", trained, "--iwae-k", 2, "--test-size", 16) == 0
+    assert run("eval", trained, "--iwae-k", 2, "--test-size", 16, "--fd-samples", 0) == 0
     assert "NLL, IWAE K=2" in capsys.readouterr().out
+
+
+def test_eval_reports_sample_fd_for_models_that_sample(trained, tmp_path, capsys, monkeypatch):
+    from tinyvae import quality
+    monkeypatch.setenv("HOME", str(tmp_path))                       # the classifier cache
+    real = quality.train_classifier
+    monkeypatch.setattr(quality, "train_classifier",
+                        lambda dataset, data_dir=None, log=print: real(dataset, data_dir, epochs=1, train_size=1024,
+                                                                       log=log))
+    assert run("eval", trained, "--iwae-k", 2, "--test-size", 200, "--json", "--fd-samples", 300) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert result["fd_samples"] == 300 and 0 < result["sample_fd"] < 1e4
+    assert "training the mnist feature classifier" in out.err
+    assert run("train", "--model", "ae", "--epochs", 1, "--out", tmp_path / "ae", *SMALL) == 0
+    capsys.readouterr()
+    assert run("eval", tmp_path / "ae", "--test-size", 50, "--json", "--fd-samples", 300) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"test_recon", "active_units"}
 
 
 @pytest.mark.parametrize("command", ["sample", "reconstruct", "manifold", "interpolate"])

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import models, pictures, records
+from . import models, pictures, quality, records
 from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
@@ -26,7 +26,8 @@ from .viz import save_png
 PICTURES = {"sample": "decoded samples from the prior", "reconstruct": "test images and their reconstructions",
             "manifold": "decoded grid over two latent axes", "interpolate": "latent interpolations between test images"}
 EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
-               "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units"}
+               "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units",
+               "sample_fd": "sample FD ({fd_samples} samples)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)")
     e.add_argument("run_dir")
     e.add_argument("--iwae-k", type=_positive_int, default=5000, help="samples of the IWAE bound, where the model has one")
+    e.add_argument("--fd-samples", type=int, default=10000,
+                   help="samples for sample_fd, where the model samples images (0: skip it)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--test-size", type=_positive_int, default=None)
     e.add_argument("--batch-size", type=_positive_int, default=100)
@@ -168,15 +171,21 @@ def _train(args) -> None:
 def _eval(args) -> None:
     model, run = T.load_model(args.run_dir)
     run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
-    result = T.evaluate(model, T.load_split(run, "test"), np.random.default_rng(args.seed),
-                        batch_size=args.batch_size, iwae_k=args.iwae_k if model.can("log_weights") else 0)
+    test = T.load_split(run, "test")
+    result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size,
+                        iwae_k=args.iwae_k if model.can("log_weights") else 0)
+    if args.fd_samples > 0 and model.can("sample"):
+        classifier, _ = quality.load_classifier(run.dataset, run.data_dir, log=lambda m: print(m, file=sys.stderr))
+        result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
+                                                n=args.fd_samples)
+        result["fd_samples"] = args.fd_samples
     if args.json:
         print(json.dumps(result))
         return
     for key, value in result.items():
-        if key == "iwae_k":
+        if key in ("iwae_k", "fd_samples"):
             continue
-        label = EVAL_LABELS.get(key, key).format(iwae_k=result.get("iwae_k"))
+        label = EVAL_LABELS.get(key, key).format(iwae_k=result.get("iwae_k"), fd_samples=result.get("fd_samples"))
         print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
 
 
