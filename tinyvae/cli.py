@@ -121,7 +121,7 @@ def _models(args) -> None:
     listing = {}
     for name in models.names():
         cls = models.get(name)
-        listing[name] = {"description": cls.description, "section": cls.section,
+        listing[name] = {"description": cls.description, "section": cls.section, "needs_parent": cls.needs_parent,
                          "capabilities": [c for c in models.CAPABILITIES if callable(getattr(cls, c, None))],
                          "options": {f.name: {"default": f.default, "help": f.metadata["help"],
                                               "choices": list(f.metadata["choices"]) if f.metadata.get("choices")

@@ -29,7 +29,7 @@ from .options import check, option
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 LR_SCHEDULES = ("constant", "iwae")
-RESUME_MUST_MATCH = ("dataset", "batch_size", "seed", "train_size", "lr_schedule")
+RESUME_MUST_MATCH = ("dataset", "batch_size", "seed", "train_size", "lr_schedule", "parent")
 
 
 class TrainingError(RuntimeError):
@@ -50,6 +50,7 @@ class RunOptions:
     train_size: Optional[int] = option(None, "use only the first N training examples", minimum=1)
     test_size: Optional[int] = option(None, "use only the first N test examples", minimum=1)
     data_dir: Optional[str] = option(None, "folder holding <dataset>/*.gz (else $TINYVAE_DATA, the cache)")
+    parent: Optional[str] = option(None, "run folder of the trained model a second-stage model builds on")
 
     def validate(self) -> None:
         check(self)
@@ -100,7 +101,8 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, r
     run.validate()
     spec = data.SPECS[run.dataset]
     rng = np.random.default_rng(run.seed)
-    model = models.build(model_name, model_options, spec, rng).to(run.device)
+    parent = load_model(run.parent, run.device)[0] if run.parent else None
+    model = models.build(model_name, model_options, spec, rng, parent).to(run.device)
     optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
     os.makedirs(out_dir, exist_ok=True)
     start_epoch, step = 1, 0
@@ -194,11 +196,13 @@ def run_options(saved: dict) -> RunOptions:
 
 
 def load_model(run_dir: str, device: str = "cpu") -> tuple:
-    """(model, run options) of a trained run, in eval mode."""
+    """(model, run options) of a trained run, in eval mode (with its parent run's model, for
+    a second-stage model)."""
     state = load_checkpoint(run_dir)
     run = run_options(state["run"])
     config = state["model_config"]
-    model = models.build(config["name"], config["options"], data.SPECS[run.dataset])
+    parent = load_model(run.parent, device)[0] if run.parent else None
+    model = models.build(config["name"], config["options"], data.SPECS[run.dataset], parent=parent)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), run
 

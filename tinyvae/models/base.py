@@ -9,6 +9,9 @@ A family is one ``Model`` subclass in its own file, registered by name
   inputs                       'binary' (the data's pixels binarized, dynamically in training)
                                or 'continuous'
   eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...)
+  needs_parent                 True for a second-stage model (a prior over another run's
+                               codes): it is built with ``parent``, that run's trained model
+                               (``--parent RUN``), which it uses but does not train
 
 and implements
 
@@ -33,7 +36,7 @@ the pictures use them only where present (``can``):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -62,11 +65,14 @@ class Model(nn.Module):
     Options: ClassVar[type]
     inputs: ClassVar[str] = "binary"
     eval_keys: ClassVar[tuple] = ()
+    needs_parent: ClassVar[bool] = False
 
-    def __init__(self, options, spec: DataSpec):
+    def __init__(self, options, spec: DataSpec, parent: Optional["Model"] = None):
         super().__init__()
         check(options)
         self.options, self.spec = options, spec
+        # kept outside the module tree: the parent's parameters are neither trained nor saved here
+        object.__setattr__(self, "parent", parent.eval() if parent is not None else None)
 
     def loss(self, batch: dict, ctx: StepContext) -> dict:
         raise NotImplementedError

@@ -48,13 +48,17 @@ def resolve(name: str, options: Optional[dict] = None) -> tuple:
     return name, options
 
 
-def build(name: str, options: Optional[dict] = None, spec: DataSpec = SPECS["mnist"], rng=None):
+def build(name: str, options: Optional[dict] = None, spec: DataSpec = SPECS["mnist"], rng=None, parent=None):
     """A family's model from its name (or an alias) and a dict of options (missing ones take
-    their defaults); ValueError for an unknown name or an option the family does not take."""
+    their defaults), with ``parent`` (a trained model) for a second-stage family; ValueError
+    for an unknown name, an option the family does not take, or a parent missing or not wanted."""
     family, options = resolve(name, options)
     cls = get(family)
     known = {f.name for f in fields(cls.Options)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"model {family!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
-    return cls(cls.Options(**options), spec, rng=rng)
+    if cls.needs_parent != (parent is not None):
+        raise ValueError(f"model {family!r} is a second-stage model: give --parent RUN, a trained run it builds on"
+                         if cls.needs_parent else f"model {family!r} takes no --parent")
+    return cls(cls.Options(**options), spec, rng=rng, **({"parent": parent} if cls.needs_parent else {}))
