@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import typing
@@ -20,6 +21,7 @@ from . import models, pictures, quality, records
 from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
+from .run_folder import RunFolderBusy
 from .options import flag
 from .viz import save_png
 
@@ -179,8 +181,9 @@ def _eval(args) -> None:
         result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
                                                 n=args.fd_samples)
         result["fd_samples"] = args.fd_samples
-    if args.json:
-        print(json.dumps(result))
+    if args.json:    # strict JSON: a value that is not finite is null
+        print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in result.items()},
+                         allow_nan=False))
         return
     for key, value in result.items():
         if key in ("iwae_k", "fd_samples"):
@@ -219,7 +222,7 @@ def main(argv: Optional[list] = None) -> int:
     handlers = {"models": _models, "train": _train, "eval": _eval}
     try:
         handlers.get(args.command, _picture)(args)
-    except (T.TrainingError, CheckpointError, DataError, OSError) as e:   # before ValueError: CheckpointError is one
+    except (T.TrainingError, RunFolderBusy, CheckpointError, DataError, OSError) as e:   # first: CheckpointError
         print(f"tinyvae: error: {e}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as e:

@@ -36,6 +36,9 @@ def gradcheck(fn: Callable, inputs: Sequence, eps: float = 1e-6, atol: float = 1
         raise ValueError("gradcheck: no input requires grad")
 
     outs = _as_tuple(fn(*xs))
+    wrong = [type(o).__name__ for o in outs if not isinstance(o, Tensor)]
+    if wrong or not outs:
+        raise TypeError(f"gradcheck: fn must return a Tensor or a tuple of Tensors, got {', '.join(wrong) or 'nothing'}")
     vs = [_on_device_of(rng.standard_normal(o.shape), o) for o in outs]
 
     def projected() -> float:

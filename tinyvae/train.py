@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, checkpoint, data, models, optim, pictures, records
+from . import backend, checkpoint, data, models, optim, pictures, records, run_folder
+from .atomic import write_atomic
 from .autograd import no_grad
 from .models.base import StepContext
 from .options import check, option
@@ -95,27 +96,30 @@ def evaluate(model, split: data.Split, rng: np.random.Generator, batch_size: int
 
 def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, resume: bool = False,
           progress: bool = True, log=print, command: Optional[list] = None) -> list:
-    """Train, appending one JSON line per epoch to out_dir/metrics.jsonl and writing a checkpoint
-    (atomically) and the model's pictures after every epoch; out_dir/config.json records the
-    run. Returns the epoch metrics."""
+    """Train, committing each epoch to out_dir: the checkpoint (model, optimizers, generator
+    and the metrics of every epoch so far), then metrics.jsonl rewritten from it, then
+    config.json (every file written atomically, so after any kill the folder holds one
+    consistent epoch), then the model's pictures. The folder is locked while training.
+    Returns the epoch metrics."""
     run.validate()
+    with run_folder.lock(out_dir):
+        return _train(model_name, model_options, run, out_dir, resume, progress, log, command)
+
+
+def _train(model_name, model_options, run, out_dir, resume, progress, log, command) -> list:
     spec = data.SPECS[run.dataset]
     rng = np.random.default_rng(run.seed)
     parent = load_model(run.parent, run.device)[0] if run.parent else None
     model = models.build(model_name, model_options, spec, rng, parent).to(run.device)
     optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
-    os.makedirs(out_dir, exist_ok=True)
-    start_epoch, step = 1, 0
-    metrics_path = os.path.join(out_dir, METRICS)
+    start_epoch, step, history = 1, 0, []
     if resume:
-        start_epoch, step = _restore(out_dir, run, model, optimizers, rng)
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)    # a fresh run starts a fresh log
-    records.write_config(out_dir, model.config(), asdict(run), command)
+        start_epoch, step, history = _restore(out_dir, run, model, optimizers, rng)
+        _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
     train_split, test_split = load_split(run, "train"), load_split(run, "test")
     schedule = lr_schedule(run, -(-len(train_split) // run.batch_size))
     schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]
-    history = []
+    new = []
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
         sums, numbers, count = {}, {}, 0
@@ -157,14 +161,15 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, r
                   **numbers, "lr": lr, "seconds": seconds}
         record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device))
         history.append(record)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        _save(out_dir, run, model, optimizers, rng, epoch, step)
+        new.append(record)
+        _save(out_dir, run, model, optimizers, rng, epoch, step, history)       # the commit point
+        _write_metrics(out_dir, history)
+        records.write_config(out_dir, model.config(), asdict(run), command)
         pictures.write_epoch_pictures(model, test_split, out_dir, np.random.default_rng([run.seed, epoch, 1]))
         tests = "  ".join(f"{key[5:]} {value:.2f}" for key, value in record.items()
                           if key.startswith("test_") and isinstance(value, float))
         log(f"epoch {epoch}/{run.epochs}: loss {record['train_loss']:.2f}  test: {tests}  ({seconds:.1f}s)")
-    return history
+    return new
 
 
 def _progress(batches, epoch, epochs, total, enabled):
@@ -174,11 +179,37 @@ def _progress(batches, epoch, epochs, total, enabled):
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", total=total, unit="batch", leave=False, disable=None)
 
 
-def _save(out_dir, run, model, optimizers, rng, epoch, step) -> None:
+def _save(out_dir, run, model, optimizers, rng, epoch, step, history) -> None:
     checkpoint.save(os.path.join(out_dir, CHECKPOINT), {
         "model": model.state_dict(), "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "epoch": epoch, "step": step, "rng": rng.bit_generator.state, "run": asdict(run),
-        "model_config": model.config()})
+        "model_config": model.config(), "history": history})
+
+
+def _write_metrics(out_dir: str, history: list) -> None:
+    """metrics.jsonl, one JSON line per epoch, rewritten whole and atomically: every line parses."""
+    write_atomic(os.path.join(out_dir, METRICS), "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def _history_of(out_dir: str, state: dict) -> list:
+    """The epochs' metrics a checkpoint carries; for one written before it carried them, the
+    lines of metrics.jsonl that parse, up to its epoch."""
+    if "history" in state:
+        return list(state["history"])
+    kept = []
+    try:
+        with open(os.path.join(out_dir, METRICS)) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("epoch"), int) \
+                        and record["epoch"] <= state["epoch"] and record["epoch"] not in [r["epoch"] for r in kept]:
+                    kept.append(record)
+    except OSError:
+        pass
+    return kept
 
 
 def load_checkpoint(run_dir: str) -> dict:
@@ -204,6 +235,10 @@ def load_model(run_dir: str, device: str = "cpu") -> tuple:
     parent = load_model(run.parent, device)[0] if run.parent else None
     model = models.build(config["name"], config["options"], data.SPECS[run.dataset], parent=parent)
     model.load_state_dict(state["model"])
+    bad = sum(int((~np.isfinite(backend.to_device(p.data, "cpu"))).sum()) for p in model.parameters())
+    if bad:
+        raise TrainingError(f"the model in {run_dir} has {bad} non-finite weights (the run diverged before this "
+                            f"checkpoint); train it again")
     return model.to(device).eval(), run
 
 
@@ -230,4 +265,4 @@ def _restore(out_dir, run, model, optimizers, rng) -> tuple:
     if state["epoch"] >= run.epochs:
         raise TrainingError(f"nothing to resume: {out_dir} already has {state['epoch']} epochs; "
                             f"ask for more with --epochs")
-    return int(state["epoch"]) + 1, int(state["step"])
+    return int(state["epoch"]) + 1, int(state["step"]), _history_of(out_dir, state)
