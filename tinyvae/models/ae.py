@@ -13,21 +13,17 @@ but it has no samples and no likelihood bound to report."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from .. import objectives
 from .. import functional as F
 from ..options import option
 from .base import StepContext
-from .latent import EncoderDecoder
-from .nets import ARCHS
+from .latent import EncoderDecoder, NetworkOptions
 from .registry import register
 
 
 @dataclass
-class AEOptions:
-    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)", choices=ARCHS)
-    latent_dim: Optional[int] = option(None, "latent dimensions (default: 50 for mlp, 16 for conv)", minimum=1)
+class AEOptions(NetworkOptions):
     code_penalty: float = option(1.0, "λ of the code penalty λ·½‖z‖² (0: the plain AE, which stalls)", minimum=0.0)
 
 

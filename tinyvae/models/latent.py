@@ -3,7 +3,8 @@ decoder to Bernoulli pixel logits, and the capabilities that need nothing more (
 ``decode``, ``reconstruct``). The families add their losses and what else they can do."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 
@@ -11,8 +12,17 @@ from .. import backend, objectives
 from ..autograd import no_grad
 from ..distributions import Bernoulli, Normal
 from ..tensor import Tensor, tensor
+from ..options import option
 from . import nets
 from .base import Model
+
+
+@dataclass
+class NetworkOptions:
+    """The options of the shared networks (the families' Options extend them)."""
+    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)",
+                       choices=nets.ARCHS)
+    latent_dim: Optional[int] = option(None, "latent dimensions (default: 50 for mlp, 16 for conv)", minimum=1)
 
 
 class EncoderDecoder(Model):

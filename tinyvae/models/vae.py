@@ -9,7 +9,6 @@ with the KL weight annealed (linear warm-up or cyclical, Fu et al. 2019) and fre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -17,15 +16,12 @@ from .. import objectives
 from ..distributions import StandardNormal
 from ..options import option
 from .base import StepContext
-from .latent import EncoderDecoder
-from .nets import ARCHS
+from .latent import EncoderDecoder, NetworkOptions
 from .registry import register
 
 
 @dataclass
-class VAEOptions:
-    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)", choices=ARCHS)
-    latent_dim: Optional[int] = option(None, "latent dimensions (default: 50 for mlp, 16 for conv)", minimum=1)
+class VAEOptions(NetworkOptions):
     beta: float = option(1.0, "weight β of the KL term (β-VAE)", minimum=0.0)
     kl_anneal: str = option("none", "KL weight schedule: none, linear warm-up, or cyclical",
                             choices=objectives.KL_SCHEDULES)
