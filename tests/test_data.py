@@ -88,7 +88,7 @@ def test_a_corrupt_download_is_not_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 20))
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 10004))
     monkeypatch.setattr(data, "MIRRORS", {"mnist": [mirror.as_uri() + "/"]})
     with pytest.raises(data.DataError, match="fails its SHA-256 check"):
         data.locate("mnist", "t10k-labels-idx1-ubyte")
@@ -113,3 +113,22 @@ def test_binarization_and_batches_are_seeded():
     order = np.concatenate(list(data.batches(10, 3, np.random.default_rng(2))))
     assert sorted(order) == list(range(10))
     assert [len(b) for b in data.batches(10, 3, np.random.default_rng(2))] == [3, 3, 3, 1]
+
+
+def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path, monkeypatch):
+    """64 MB of zeros (64 KB compressed) named as the 10,008-byte label file: refused after
+    reading one byte past that size, with no large allocation (before: the whole 64 MB)."""
+    import tracemalloc
+    import zlib
+    monkeypatch.delenv("TINYVAE_DATA", raising=False)
+    folder = _copy_dataset(tmp_path)
+    f = folder / "t10k-labels-idx1-ubyte.gz"
+    f.chmod(0o644)
+    packer, chunk = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)
+    f.write_bytes(b"".join(packer.compress(chunk) for _ in range(64)) + packer.flush())
+    tracemalloc.start()
+    with pytest.raises(data.DataError, match="decompresses to more than the 10008 bytes"):
+        data.load("mnist", "test", str(tmp_path), download=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2**20           # the test images (7.8 MB) are read and hashed first; no 64 MB

@@ -13,6 +13,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
@@ -46,6 +47,11 @@ MIRRORS = {   # the locations torchvision / Keras use for MNIST, Zalando's for F
 }
 
 DATASETS = tuple(SHA256)
+
+# decompressed sizes, the same in both data sets: a 16-byte idx header and N 28×28 images, or
+# an 8-byte header and N labels
+SIZES = {"train-images-idx3-ubyte": 16 + 60000 * 28 * 28, "train-labels-idx1-ubyte": 8 + 60000,
+         "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10000}
 
 
 @dataclass(frozen=True)
@@ -96,11 +102,17 @@ def search_roots(data_dir: Optional[str] = None) -> list:
 
 
 def _verified_content(path: Path, dataset: str, name: str) -> bytes:
+    """The decompressed bytes of ``path``, read no further than one byte past the file's
+    known size (a gzip bomb costs no more memory than the real file), then checked by SHA-256."""
+    expected = SIZES[name]
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            raw = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a readable gzip file ({e}); delete it and fetch it again") from None
+    if len(raw) != expected:
+        raise DataError(f"{path} decompresses to {'more' if len(raw) > expected else 'fewer'} than the {expected} "
+                        f"bytes of {name}; delete it and fetch it again")
     if hashlib.sha256(raw).hexdigest() != SHA256[dataset][name]:
         raise DataError(f"{path} fails its SHA-256 check (truncated or altered); delete it and fetch it again")
     return raw
