@@ -124,7 +124,7 @@ def _models(args) -> None:
     for name in models.names():
         cls = models.get(name)
         listing[name] = {"description": cls.description, "section": cls.section, "needs_parent": cls.needs_parent,
-                         "capabilities": [c for c in models.CAPABILITIES if callable(getattr(cls, c, None))],
+                         "capabilities": [c for c in models.CAPABILITIES if cls.can(c)],
                          "options": {f.name: {"default": f.default, "help": f.metadata["help"],
                                               "choices": list(f.metadata["choices"]) if f.metadata.get("choices")
                                               else None} for f in fields(cls.Options)}}

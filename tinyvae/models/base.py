@@ -91,8 +91,10 @@ class Model(nn.Module):
     def after_step(self, ctx: StepContext) -> None:
         """Called after every optimizer step (EMA codebooks, temperature schedules, ...)."""
 
-    def can(self, capability: str) -> bool:
-        return callable(getattr(self, capability, None))
+    @classmethod
+    def can(cls, capability: str) -> bool:
+        """Has the family this capability (a method of that name)?"""
+        return callable(getattr(cls, capability, None))
 
     def config(self) -> dict:
         """What rebuilds this model: its registered name and every option."""
