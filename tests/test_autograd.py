@@ -327,3 +327,60 @@ def test_to_dot_shows_ops_shapes_and_edges():
     for text in ("MatMul", "Relu", "Sum", "(2, 3) float64", "(2, 4) float64", "->"):
         assert text in dot
     assert dot.count("shape=box") == 3
+
+
+# ---- version counters: backward refuses values changed in place after the forward ----------
+
+def _linear_and_graph():
+    from tinyvae import nn
+    layer = nn.Sequential(nn.Linear(2, 1))
+    x = tv.tensor([[3.0, 4.0]])
+    return layer, layer(x).sum()
+
+
+def test_an_optimizer_step_between_forward_and_backward_is_refused():
+    from tinyvae import optim
+    layer, y = _linear_and_graph()
+    opt = optim.Adam(layer.parameters(), lr=0.1)
+    for p in layer.parameters():
+        p.grad = np.ones(p.shape, p.dtype)
+    opt.step()                          # the classic two-optimizer mistake: the graph saw the old weights
+    with pytest.raises(RuntimeError, match=r"backward through Linear: its input 1, parameter 0\.weight \[1, 2\] "
+                                           r"float32, was changed in place after the forward .*version \d+, now \d+"):
+        y.backward()
+
+
+@pytest.mark.parametrize("write", ["load_state_dict", "init"])
+def test_library_writes_to_a_parameter_invalidate_recorded_graphs(write):
+    from tinyvae import nn
+    layer, y = _linear_and_graph()
+    if write == "load_state_dict":
+        layer.load_state_dict({k: v + 1 for k, v in layer.state_dict().items()})
+    else:
+        nn.init.normal_(layer[0].weight, rng=np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="was changed in place after the forward"):
+        y.backward()
+
+
+def test_moving_to_the_device_a_module_is_on_writes_nothing():
+    layer, y = _linear_and_graph()
+    layer.to(layer[0].weight.device)
+    y.backward()
+    assert layer[0].weight.grad is not None and layer[0].weight.grad is not None
+
+
+def test_unchanged_inputs_backward_again_with_retain_graph():
+    x = leaf([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad, [4.0, 8.0])
+
+
+def test_a_forward_after_the_write_records_the_new_version():
+    from tinyvae import optim
+    layer, y = _linear_and_graph()
+    y.backward()
+    optim.SGD(layer.parameters(), lr=0.1).step()
+    layer(tv.tensor([[3.0, 4.0]])).sum().backward()     # no error: this graph saw the new weights
+    assert layer[0].weight.grad is not None

@@ -5,6 +5,7 @@ import pytest
 import tinyvae as tv
 from tinyvae import functional as F
 from tinyvae import nn
+from tinyvae.nn import VectorQuantizer
 
 from helpers import to_float64
 
@@ -92,3 +93,16 @@ def test_dead_codes_restart_from_encoder_outputs(ema):
     assert (np.abs(restarted) < 1).all()                      # unused twice: restarted near the data
     assert any(np.allclose(r, row) for r in restarted for row in z.numpy())
     np.testing.assert_array_equal(vq.unused_steps[1:], 0)
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_codebook_writes_count_as_versions(ema):
+    """EMA updates, dead-code restarts and set_codebook write the codebook in place: each
+    marks it written, so a graph recorded before refuses to backward through it."""
+    vq = VectorQuantizer(4, 2, ema=ema, dead_code_threshold=1, rng=np.random.default_rng(0))
+    before = vq._codes().version
+    vq(tv.tensor(np.random.default_rng(1).normal(size=(3, 2)), requires_grad=True))
+    after_forward = vq._codes().version
+    assert after_forward > before
+    vq.set_codebook(np.zeros((4, 2)))
+    assert vq._codes().version == after_forward + 1

@@ -62,6 +62,7 @@ class Function:
     saved: Any = None
     last_use = False
     inputs: Sequence = ()
+    versions: tuple = ()       # the inputs' versions when recorded
     out_meta: tuple = ()       # multi-output ops: (shape, dtype) per output, for zero gradients
     freed = False
 
@@ -104,6 +105,7 @@ class Function:
         if not (record and _GradMode.enabled):
             return tuple(Tensor(o) for o in out) if isinstance(out, tuple) else Tensor(out)
         self.inputs = tensors
+        self.versions = tuple(t.version if t is not None else 0 for t in tensors)
         if isinstance(out, tuple):
             self.out_meta = tuple((o.shape, o.dtype) for o in out)
             return tuple(Tensor(o, True, self, i) for i, o in enumerate(out))
@@ -162,7 +164,18 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
             fn.freed = True
 
 
+def _check_versions(fn: Function) -> None:
+    """Refuse a backward whose saved inputs were written in place after the forward."""
+    for i, (x, seen) in enumerate(zip(fn.inputs, fn.versions)):
+        if x is not None and x.version != seen:
+            raise RuntimeError(
+                f"backward through {fn.name}: its input {i}, {x.describe()}, was changed in place after the "
+                f"forward that used it (version {seen}, now {x.version}: an optimizer step, an initialiser, "
+                "load_state_dict or an EMA update); run the forward again after changing it")
+
+
 def _backward_one(fn: Function, got: dict, pending: dict) -> None:
+    _check_versions(fn)
     if fn.out_meta:   # multi-output: outputs that received no gradient get zeros
         xp = backend.array_module(next(iter(got.values())))
         gxs = fn.backward(*[got[i] if i in got else xp.zeros(shape, dtype)

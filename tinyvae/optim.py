@@ -1,7 +1,8 @@
 """Optimizers with PyTorch's update formulas and defaults, and learning-rate schedules.
 
 All updates act in place on ``p.data`` and read ``p.grad`` (parameters without a
-gradient are skipped). ``state_dict()`` holds the hyper-parameters, step count and
+gradient are skipped); each marks the parameter written, so a graph recorded before the
+step refuses to backward. ``state_dict()`` holds the hyper-parameters, step count and
 per-parameter buffers (arrays), so a run resumes exactly.
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Optimizer:
         for p, buf in zip(self.params, self.buffers):
             if p.grad is not None:
                 self.update(p, p.grad, buf)
+                p.mark_written()
 
     def update(self, p, g, buf: dict) -> None:
         raise NotImplementedError

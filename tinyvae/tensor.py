@@ -3,6 +3,12 @@
 A tensor made by a recorded op remembers its ``creator`` (the Function) and which of
 its outputs it is (``index``); leaves have ``creator is None``.  Operators and methods
 are thin wrappers over ``tinyvae.functional``.
+
+``version`` counts the library's in-place writes to ``data`` (optimizer steps,
+initialisers, ``load_state_dict``, EMA codebook updates: each calls ``mark_written``). A
+recorded op notes its inputs' versions, and backward refuses to use values that changed
+since (PyTorch's rule). Writing into ``.data`` by hand is outside this guarantee: autograd
+cannot see it, and a backward after it may silently use the new values.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from . import backend
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "creator", "index", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "creator", "index", "version", "name", "__weakref__")
     __array_ufunc__ = None      # make NumPy defer to our reflected operators (ndarray * Tensor)
 
     def __init__(self, data, requires_grad: bool = False, creator=None, index: int = 0):
@@ -24,6 +30,8 @@ class Tensor:
         self.requires_grad = requires_grad
         self.creator = creator
         self.index = index
+        self.version = 0
+        self.name: Optional[str] = None     # a parameter's dotted name, for error messages
 
     # ---- array facts -------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -57,6 +65,15 @@ class Tensor:
                 raise ValueError(f"backward(): grad shape {grad.shape} != output shape {self.shape}")
         from .autograd import run_backward
         run_backward(self, grad, retain_graph)
+
+    def mark_written(self) -> None:
+        """Record an in-place write to ``data``: graphs recorded before it refuse to backward."""
+        self.version += 1
+
+    def describe(self) -> str:
+        """'parameter encoder.0.weight [200, 784] float32' or 'tensor [3] float64'."""
+        kind = f"parameter {self.name}" if self.name else "tensor"
+        return f"{kind} {list(self.shape)} {self.dtype}"
 
     def detach(self) -> "Tensor":
         """Same data, cut from the graph."""

@@ -22,6 +22,7 @@ def fan_in_and_fan_out(shape: tuple) -> tuple:
 
 def _fill(t, values: np.ndarray):
     t.data = backend.to_device(values.astype(t.dtype), t.device)
+    t.mark_written()
     return t
 
 

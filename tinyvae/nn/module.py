@@ -41,8 +41,11 @@ class Module:
             registry.pop(name, None)
         if isinstance(value, Parameter):
             self._params[name] = value
+            value.name = name
         elif isinstance(value, Module):
             self._modules[name] = value
+            for inner, p in value.named_parameters(f"{name}."):    # names as in state_dict, for errors
+                p.name = inner
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, array) -> None:
@@ -94,7 +97,9 @@ class Module:
         """Move every parameter and buffer to ``device`` in place."""
         for _, m in self.named_modules():
             for p in m._params.values():
-                p.data = backend.to_device(p.data, device)
+                if p.device != device:
+                    p.data = backend.to_device(p.data, device)
+                    p.mark_written()
                 p.grad = None if p.grad is None else backend.to_device(p.grad, device)
             for name in m._buffers:
                 object.__setattr__(m, name, backend.to_device(getattr(m, name), device))
@@ -131,6 +136,7 @@ class Module:
             if name in state:
                 xp = backend.array_module(p.data)
                 p.data = xp.asarray(backend.to_device(np.asarray(state[name]), p.device), dtype=p.dtype).copy()
+                p.mark_written()
         for prefix_name, b in buffers.items():
             if prefix_name in state:
                 owner, attr = self._owner_of(prefix_name)

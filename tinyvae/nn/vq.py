@@ -59,7 +59,15 @@ class VectorQuantizer(Module):
         self.register_buffer("unused_steps", np.zeros(num_codes, np.int64))
 
     def _codes(self) -> Tensor:
-        return Tensor(self.codebook) if self.ema else self.codebook
+        """The codebook as a tensor: the parameter, or one tensor over the EMA buffer (kept, so
+        its version counts the EMA updates; made anew when the buffer is replaced)."""
+        if not self.ema:
+            return self.codebook
+        view = self.__dict__.get("_ema_codes")
+        if view is None or view.data is not self.codebook:
+            view = Tensor(self.codebook)
+            object.__setattr__(self, "_ema_codes", view)
+        return view
 
     def forward(self, z_e: Tensor) -> VQOutput:
         channels_first = z_e.ndim == 4
@@ -97,6 +105,7 @@ class VectorQuantizer(Module):
         total = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (total + self.num_codes * self.eps) * total
         self.codebook[...] = self.ema_sum / smoothed[:, None]
+        self._codes().mark_written()
 
     def _track_usage(self, counts, flat) -> None:
         """Count steps since each code was last used; restart codes past the threshold. The
@@ -113,6 +122,7 @@ class VectorQuantizer(Module):
             fresh = backend.to_device(backend.to_device(flat, "cpu")[rows], device).astype(codes.dtype)
             dead_on_device = backend.to_device(dead, device)
             codes[dead_on_device] = fresh
+            self._codes().mark_written()
             if self.ema:
                 self.ema_sum[dead_on_device] = fresh
                 self.ema_count[dead_on_device] = 1
@@ -130,6 +140,7 @@ class VectorQuantizer(Module):
             raise ValueError(f"set_codebook: expected shape {(self.num_codes, self.dim)}, got {codes.shape}")
         target = self.codebook_array()
         target[...] = backend.to_device(codes, backend.device_of(target))
+        self._codes().mark_written()
         if self.ema:
             self.ema_count[...] = 1
             self.ema_sum[...] = target
