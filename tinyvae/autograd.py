@@ -19,7 +19,7 @@ from . import tensor as _tensor   # Tensor is looked up at call time: tensor.py 
 
 
 class _GradMode:
-    """Whether ops are being recorded. One switch, flipped only by ``no_grad``."""
+    """Whether ops are being recorded. One switch, flipped only by ``no_grad`` and ``enable_grad``."""
     enabled = True
 
 
@@ -29,6 +29,18 @@ class no_grad(contextlib.ContextDecorator):
     def __enter__(self):
         self._prev = _GradMode.enabled
         _GradMode.enabled = False
+
+    def __exit__(self, *exc):
+        _GradMode.enabled = self._prev
+        return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    """Record ops inside even within ``no_grad`` (a recomputation in backward needs its graph)."""
+
+    def __enter__(self):
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = True
 
     def __exit__(self, *exc):
         _GradMode.enabled = self._prev

@@ -14,6 +14,7 @@ from .ops import device as _device
 from .ops import elementwise as _ew
 from .ops import linalg as _linalg
 from .ops import loss as _loss
+from .ops import recompute as _recompute
 from .ops import reduce as _reduce
 from .ops import shape as _shape
 from .tensor import Tensor, as_tensor
@@ -181,6 +182,16 @@ def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
     rows = backend.array_module(t).arange(len(t))
     picked = getitem(log_softmax(logits, axis=1), (rows, t))
     return reduce_loss(-picked, reduction)
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+
+def recompute(fn, inputs: Sequence, params: Sequence = (), rng=None) -> Tensor:
+    """``fn(*inputs)`` without keeping its graph: backward runs it again (ops/recompute.py).
+    ``params``: the parameters ``fn`` uses; ``rng``: the generator it draws from."""
+    inputs, params = list(inputs), list(params)
+    return _recompute.Recompute(fn, len(inputs), rng)(*inputs, *params)
 
 
 # ---- fused kernels ----------------------------------------------------------------------

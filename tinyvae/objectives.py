@@ -47,17 +47,20 @@ def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Ten
     return -(recon - beta * kl)
 
 
-def log_weights(model, x: Tensor, k: int, rng=None) -> Tensor:
-    """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]."""
-    q, prior = model.posterior(x), model.prior()
-    rows = []
-    for _ in range(k):
-        eps = standard_normal_like(q.mu, rng)
-        z = q.rsample(eps)
-        log_q = per_example(Normal(q.mu, q.logvar, clamp=False).log_prob(z))
-        log_p_z = per_example(prior.log_prob(z))
-        rows.append(per_example(model.likelihood(z).log_prob(x)) + log_p_z - log_q)
-    return F.stack(rows, axis=0)
+def log_weights(model, x: Tensor, k: int, rng=None, q: Optional[Normal] = None) -> Tensor:
+    """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]
+    (``q``: the posterior q(z|x), if already computed). The k·N samples are decoded together,
+    as rows ordered sample-major (the noise is the same as k draws of [N, D] one after another)."""
+    q, prior = q if q is not None else model.posterior(x), model.prior()
+    n = x.shape[0]
+    eps = standard_normal_like(F.broadcast_to(q.mu, k, *q.mu.shape), rng)
+    z = q.mu + F.exp(0.5 * q.logvar) * eps                                   # [k, N, D]
+    log_q = F.sum(q.log_prob(z), axis=-1)
+    log_p_z = F.sum(prior.log_prob(z), axis=-1)
+    rows = F.reshape(z, k * n, z.shape[-1])
+    x_rows = F.reshape(F.broadcast_to(x, k, *x.shape), k * n, *x.shape[1:])
+    log_p_x = F.reshape(per_example(model.likelihood(rows).log_prob(x_rows)), k, n)
+    return log_p_x + log_p_z - log_q
 
 
 def mc_elbo(model, x: Tensor, samples: int = 1, rng=None) -> Tensor:
@@ -66,15 +69,24 @@ def mc_elbo(model, x: Tensor, samples: int = 1, rng=None) -> Tensor:
 
 
 def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
-    """IWAE_k per example [N], logsumexp over k in chunks of ``chunk`` samples, so memory is
-    O(chunk · N) whatever k is. Differentiable (the IWAE training objective) when k ≤ chunk."""
-    parts = []
-    done = 0
-    while done < k:
-        take = min(chunk, k - done)
-        parts.append(F.logsumexp(log_weights(model, x, take, rng), axis=0))
-        done += take
-    total = parts[0] if len(parts) == 1 else F.logsumexp(F.stack(parts, axis=0), axis=0)
+    """IWAE_k per example [N], differentiable (the IWAE training objective), in memory
+    O(chunk · N) whatever k is: logsumexp over k in chunks of ``chunk`` samples, and with more
+    than one chunk each chunk's graph is recomputed in backward rather than kept (F.recompute),
+    so training with k = 5000 needs the memory of k = ``chunk``. The gradient is the full
+    graph's, Σ_k w̃_k ∇ log w_k with w̃ = softmax_k(log w)."""
+    q = model.posterior(x)
+
+    def chunk_bound(mu: Tensor, logvar: Tensor, take: int) -> Tensor:
+        return F.logsumexp(log_weights(model, x, take, rng, Normal(mu, logvar, clamp=False)), axis=0)
+
+    takes = [min(chunk, k - done) for done in range(0, k, chunk)]
+    if len(takes) == 1:
+        total = chunk_bound(q.mu, q.logvar, k)
+    else:
+        params = list(model.parameters())
+        parts = [F.recompute(lambda mu, logvar, take=take: chunk_bound(mu, logvar, take), (q.mu, q.logvar),
+                             params, rng) for take in takes]
+        total = F.logsumexp(F.stack(parts, axis=0), axis=0)
     return total - math.log(k)
 
 

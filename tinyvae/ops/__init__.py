@@ -6,4 +6,5 @@ shape.py        reshape, permute, broadcast_to, indexing, concat/stack/split, pa
 linalg.py       matmul
 loss.py         binary cross-entropy with logits
 device.py       device moves and dtype casts
+recompute.py    a function run again in backward instead of keeping its graph
 """
