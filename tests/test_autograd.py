@@ -384,3 +384,33 @@ def test_a_forward_after_the_write_records_the_new_version():
     optim.SGD(layer.parameters(), lr=0.1).step()
     layer(tv.tensor([[3.0, 4.0]])).sum().backward()     # no error: this graph saw the new weights
     assert layer[0].weight.grad is not None
+
+
+# ---- recompute: a function's graph rebuilt in backward ---------------------------------------
+
+def test_recompute_gradchecks_and_matches_the_kept_graph():
+    w = leaf([0.5, -1.5, 2.0])
+
+    def noisy(a, rng):           # a function that draws noise and uses a parameter it is not given
+        return F.exp(a * w + tv.tensor(rng.standard_normal(3), dtype=np.float64)).sum()
+
+    a = leaf([0.1, 0.2, -0.3])
+    assert tv.gradcheck(lambda t: F.recompute(lambda u: noisy(u, np.random.default_rng(4)), [t], [w]), [a])
+    a.grad = w.grad = None                # gradcheck's backward gave w a gradient too
+    rng = np.random.default_rng(7)
+    F.recompute(lambda u: noisy(u, rng), [a], [w], rng).backward()
+    kept_a, kept_w, after = a.grad.copy(), w.grad.copy(), rng.random()
+    a.grad = w.grad = None
+    rng = np.random.default_rng(7)
+    noisy(a, rng).backward()
+    np.testing.assert_allclose(kept_a, a.grad, rtol=1e-15)
+    np.testing.assert_allclose(kept_w, w.grad, rtol=1e-15)
+    assert rng.random() == after          # the rewound generator was put back where it was
+
+
+def test_recompute_refuses_a_parameter_changed_before_backward():
+    w = tv.nn.Parameter(np.array([1.0, 2.0]))
+    y = F.recompute(lambda u: (u * w).sum(), [leaf([3.0, 4.0])], [w])
+    w.mark_written()
+    with pytest.raises(RuntimeError, match="backward through Recompute: its input 1, tensor"):
+        y.backward()
