@@ -65,7 +65,7 @@ def test_altered_array_bytes_are_rejected(tmp_path):
     blob = bytearray(path.read_bytes())
     blob[-5] ^= 0xFF
     path.write_bytes(bytes(blob))
-    with pytest.raises(tv.CheckpointError, match="does not match its checksum"):
+    with pytest.raises(tv.CheckpointError, match="its contents do not match its checksum"):
         tv.load(path)
 
 

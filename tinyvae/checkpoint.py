@@ -2,8 +2,9 @@
 
 Format: a safetensors file. Arrays are stored as tensors under their "/"-joined key path;
 everything else (numbers, strings, lists, nested dicts, None) is JSON in the file's
-metadata, with a SHA-256 over all array bytes. Nothing is ever unpickled, so loading a
-file cannot run code. Writes go to a temporary file in the same folder, are fsynced, and
+metadata, with a SHA-256 over that JSON and every array's name, dtype, shape and bytes, so
+an edit anywhere in the file is caught (format 1, written before 2026-12-02, hashed the
+arrays alone; it is still read). Nothing is ever unpickled, so loading a file cannot run code. Writes go to a temporary file in the same folder, are fsynced, and
 renamed over the target, so a crash never leaves a half-written checkpoint under the real
 name. A truncated or altered file is rejected with ``CheckpointError``.
 """
@@ -22,7 +23,8 @@ from .atomic import write_atomic
 _META_KEY = "tinyvae.meta"
 _HASH_KEY = "tinyvae.sha256"
 _FORMAT_KEY = "tinyvae.format"
-_FORMAT = "1"
+_FORMAT = "2"
+_READABLE = ("1", "2")
 
 
 class CheckpointError(ValueError):
@@ -58,8 +60,11 @@ def _join(meta: Any, arrays: dict) -> Any:
     return meta
 
 
-def _digest(arrays: dict) -> str:
+def _digest(arrays: dict, meta: str = None) -> str:
+    """SHA-256 of the metadata JSON (format 2) and the arrays."""
     h = hashlib.sha256()
+    if meta is not None:
+        h.update(f"meta|{len(meta)}|".encode() + meta.encode())
     for key in sorted(arrays):
         a = arrays[key]
         h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
@@ -71,38 +76,28 @@ def save(path: str, obj: dict) -> None:
     """Write ``obj`` atomically to ``path``."""
     from safetensors.numpy import save as st_save
     arrays: dict = {}
-    meta = _split(obj, "", arrays)
-    blob = st_save(arrays, metadata={_FORMAT_KEY: _FORMAT, _META_KEY: json.dumps(meta),
-                                     _HASH_KEY: _digest(arrays)})
+    meta = json.dumps(_split(obj, "", arrays))
+    blob = st_save(arrays, metadata={_FORMAT_KEY: _FORMAT, _META_KEY: meta, _HASH_KEY: _digest(arrays, meta)})
     write_atomic(path, blob)
 
 
 def load(path: str) -> dict:
     """Read a checkpoint written by ``save``; arrays come back as NumPy arrays."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
+    from safetensors import SafetensorError, safe_open
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
-    with open(path, "rb") as f:
-        blob = f.read()
-    try:
-        arrays = st_load(blob)
-        header = _read_metadata(blob)
-    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+    try:   # tensor by tensor from a memory map: the arrays cost their own size, the file is not read twice
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            arrays = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, ValueError, KeyError, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({e})") from None
-    if header.get(_FORMAT_KEY) != _FORMAT or _META_KEY not in header:
-        raise CheckpointError(f"{path} is not a tinyvae checkpoint (format {header.get(_FORMAT_KEY)!r})")
-    if _digest(arrays) != header.get(_HASH_KEY):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its array data does not match its checksum")
+    form, meta = header.get(_FORMAT_KEY), header.get(_META_KEY)
+    if form not in _READABLE or not isinstance(meta, str):
+        raise CheckpointError(f"{path} is not a tinyvae checkpoint (format {form!r})")
+    if _digest(arrays, meta if form == "2" else None) != header.get(_HASH_KEY):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match its checksum")
     try:
-        return _join(json.loads(header[_META_KEY]), arrays)
-    except (json.JSONDecodeError, KeyError) as e:
+        return _join(json.loads(meta), arrays)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has corrupt metadata ({e})") from None
-
-
-def _read_metadata(blob: bytes) -> dict:
-    """The ``__metadata__`` of a safetensors blob: 8-byte little-endian header length, then JSON."""
-    if len(blob) < 8:
-        raise ValueError("file shorter than the safetensors header")
-    n = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8: 8 + n]).get("__metadata__", {})

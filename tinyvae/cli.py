@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-import typing
+import time
 from dataclasses import MISSING, fields
 from typing import Optional
 
@@ -22,7 +22,7 @@ from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
 from .run_folder import RunFolderBusy
-from .options import flag
+from .options import flag, value_type
 from .viz import save_png
 
 PICTURES = {"sample": "decoded samples from the prior", "reconstruct": "test images and their reconstructions",
@@ -37,13 +37,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"tinyvae: error: {message}\n")
 
 
-def _value_type(cls, f):
-    """The argparse type of a dataclass field: int, float or str (Optional[X] → X)."""
-    hint = typing.get_type_hints(cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def _default_text(value) -> str:
     return "none" if value is None else str(value)
 
@@ -52,7 +45,7 @@ def _add_option(group, cls, f, text: str) -> None:
     """``--flag`` for field ``f`` of dataclass ``cls``. Its default stays out of the namespace
     (argparse.SUPPRESS), so what was typed can be told from what was not."""
     choices = f.metadata.get("choices")
-    group.add_argument(flag(f.name), dest=f.name, type=_value_type(cls, f), default=argparse.SUPPRESS,
+    group.add_argument(flag(f.name), dest=f.name, type=value_type(cls, f.name), default=argparse.SUPPRESS,
                        choices=choices, help=text.replace("%", "%%"), metavar=None if choices else f.name.upper())
 
 
@@ -87,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(default vae)")
     t.add_argument("--config", default=None, help="a run's config.json: its model, options and run options "
                                                   "(further flags override them)")
-    t.add_argument("--out", default="runs/vae", help="run folder (default runs/vae)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--out", default=None, help="run folder (default: a new folder runs/<model>-<dataset>-<time>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with the options it was trained with (--epochs: the new total)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
     t.add_argument("--no-progress", action="store_true")
     group = t.add_argument_group("run options")
     for f in fields(T.RunOptions):
@@ -164,9 +159,22 @@ def train_request(args) -> tuple:
 
 
 def _train(args) -> None:
-    name, options, run = train_request(args)
-    T.train(name, options, run, args.out, resume=args.resume, progress=not args.no_progress,
-            command=["tinyvae", *args.argv])
+    command = ["tinyvae", *args.argv]
+    if args.resume:
+        if args.out is None or args.config:
+            raise ValueError("--resume continues the run in --out with its own options: give --out RUN, "
+                             "and no --config")
+        given = vars(args)
+        asked = {key: given[key] for key in ["model", *model_option_fields(), *(f.name for f in fields(T.RunOptions))]
+                 if key in given}
+        T.resume(args.out, asked, progress=not args.no_progress, command=command)
+    else:
+        name, options, run = train_request(args)
+        if args.out is None:
+            args.out = os.path.join("runs", f"{models.resolve(name)[0]}-{run.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+            print(f"run folder: {args.out}")
+        T.train(name, options, run, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                command=command)
     print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
 
 
@@ -215,6 +223,19 @@ def _picture(args) -> None:
     print(f"wrote {args.output}")
 
 
+def _on_disk(args) -> str:
+    """What an interrupted command leaves behind, read from the disk rather than assumed."""
+    if args.command != "train":
+        return "nothing was written"
+    if args.out is None or not os.path.exists(os.path.join(args.out, T.CHECKPOINT)):
+        return "no epoch was completed, so no checkpoint was written"
+    try:
+        epoch = T.saved_run.load(args.out)["epoch"]
+    except CheckpointError as e:
+        return f"the checkpoint in {args.out} cannot be read ({e})"
+    return f"{args.out} holds the checkpoint of epoch {epoch}; continue with: tinyvae train --resume --out {args.out}"
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
@@ -229,7 +250,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"tinyvae: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tinyvae: interrupted; the last completed epoch's checkpoint is intact", file=sys.stderr)
+        print(f"tinyvae: interrupted; {_on_disk(args)}", file=sys.stderr)
         return 130
     return 0
 

@@ -60,17 +60,25 @@ class Optimizer:
                 "buffers": [{k: backend.to_device(v, "cpu").copy() for k, v in b.items()} for b in self.buffers]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Hyper-parameters, step count and buffers from ``state_dict()``; ValueError naming the
+        first thing that does not fit (count, shape or dtype of a buffer, an unknown or
+        non-numeric hyper-parameter), before anything is changed."""
+        name = type(self).__name__
         if len(state["buffers"]) != len(self.params):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state has {len(state['buffers'])} "
+            raise ValueError(f"{name}.load_state_dict: state has {len(state['buffers'])} "
                              f"parameters, optimizer has {len(self.params)}")
         for p, b in zip(self.params, state["buffers"]):
             for k, v in b.items():
-                if np.shape(v) != p.shape:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: buffer {k!r} has shape "
-                                     f"{np.shape(v)}, parameter has {p.shape}")
+                if np.shape(v) != p.shape or getattr(v, "dtype", None) != p.dtype:
+                    raise ValueError(f"{name}.load_state_dict: buffer {k!r} is {np.shape(v)} "
+                                     f"{getattr(v, 'dtype', type(v).__name__)}, parameter is {p.shape} {p.dtype}")
+        for k, v in state["hyper"].items():
+            numbers = v if isinstance(v, (list, tuple)) else [v]
+            if k not in self.defaults or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers):
+                raise ValueError(f"{name}.load_state_dict: hyper-parameter {k}={v!r} is unknown or not finite")
         self.hyper.update(state["hyper"])
         self.steps = int(state["steps"])
-        self.buffers = [{k: backend.to_device(np.asarray(v), p.device).astype(p.dtype) for k, v in b.items()}
+        self.buffers = [{k: backend.to_device(v, p.device).copy() for k, v in b.items()}
                         for p, b in zip(self.params, state["buffers"])]
 
 

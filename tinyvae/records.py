@@ -81,7 +81,8 @@ def upgrade(state: dict) -> dict:
     options = {"arch": old.get("preset"), "latent_dim": old.get("latent_dim")}
     if name == "vae":
         options.update({key: config[key] for key in _LEGACY_VAE_OPTIONS if key in config})
-    run = {key: value for key, value in config.items() if key not in _LEGACY_VAE_OPTIONS and key != "model"}
+    run = {key: value for key, value in config.items()
+           if key not in _LEGACY_VAE_OPTIONS and key not in ("model", "latent_dim")}
     upgraded = {key: value for key, value in state.items() if key not in ("config", "optimizer")}
     upgraded.update(run=run, model_config={"name": name, "options": options},
                     optimizers={"model": state.get("optimizer")})

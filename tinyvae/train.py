@@ -16,47 +16,25 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, replace
 from typing import Optional
 
 import numpy as np
 
-from . import backend, checkpoint, data, models, optim, pictures, records, run_folder
+from . import backend, data, models, optim, pictures, records, run_folder, saved_run
 from .atomic import write_atomic
 from .autograd import no_grad
+from .guards import DivergenceGuard, count_non_finite, grad_norm
 from .models.base import StepContext
-from .options import check, option
+from .run_options import RESUME_MAY_CHANGE, RunOptions, run_options
+from .saved_run import CHECKPOINT, METRICS, load_model
 
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
-LR_SCHEDULES = ("constant", "iwae")
-RESUME_MUST_MATCH = ("dataset", "batch_size", "seed", "train_size", "lr_schedule", "parent")
+__all__ = ["RunOptions", "run_options", "train", "resume", "evaluate", "load_model", "TrainingError",
+           "CHECKPOINT", "METRICS"]
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, incompatible checkpoint, ...)."""
-
-
-@dataclass
-class RunOptions:
-    """The trainer's options (the model's are its family's ``Options``)."""
-    dataset: str = option("mnist", "data set", choices=data.DATASETS)
-    epochs: int = option(10, "epochs to train (with --resume: the total)", minimum=1)
-    batch_size: int = option(128, "examples per optimizer step", minimum=1)
-    lr: float = option(1e-3, "Adam's learning rate", positive=True)
-    lr_schedule: str = option("constant", "constant, or iwae: the IWAE paper's 8 stages of 3^i epochs at "
-                              "10^(-i/7) x --lr (3280 epochs)", choices=LR_SCHEDULES)
-    seed: int = option(0, "seed of the weights, the data order and every random draw")
-    device: str = option("cpu", "cpu, or cuda (CuPy on a GPU)", choices=backend.DEVICES)
-    train_size: Optional[int] = option(None, "use only the first N training examples", minimum=1)
-    test_size: Optional[int] = option(None, "use only the first N test examples", minimum=1)
-    data_dir: Optional[str] = option(None, "folder holding <dataset>/*.gz (else $TINYVAE_DATA, the cache)")
-    parent: Optional[str] = option(None, "run folder of the trained model a second-stage model builds on")
-
-    def validate(self) -> None:
-        check(self)
-        if self.device == "cuda" and not backend.cuda_available():
-            raise ValueError("--device cuda needs CuPy and a CUDA GPU; none is available here")
+    """Training cannot go on (a diverged run, a folder that holds another run, ...)."""
 
 
 def lr_schedule(run: RunOptions, steps_per_epoch: int):
@@ -94,54 +72,119 @@ def evaluate(model, split: data.Split, rng: np.random.Generator, batch_size: int
     return out
 
 
-def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, resume: bool = False,
+def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, overwrite: bool = False,
           progress: bool = True, log=print, command: Optional[list] = None) -> list:
-    """Train, committing each epoch to out_dir: the checkpoint (model, optimizers, generator
-    and the metrics of every epoch so far), then metrics.jsonl rewritten from it, then
-    config.json (every file written atomically, so after any kill the folder holds one
-    consistent epoch), then the model's pictures. The folder is locked while training.
-    Returns the epoch metrics."""
+    """Train a new model, committing each epoch to out_dir: the checkpoint (model, optimizers,
+    generator and the metrics of every epoch so far), then metrics.jsonl rewritten from it,
+    then config.json (every file written atomically, so after any kill the folder holds one
+    consistent epoch), then the model's pictures. The folder is locked while training; one
+    that already holds a run is refused unless ``overwrite``. Returns the epoch metrics."""
     run.validate()
     with run_folder.lock(out_dir):
-        return _train(model_name, model_options, run, out_dir, resume, progress, log, command)
+        if not overwrite and os.path.exists(saved_run.path_of(out_dir)):
+            raise TrainingError(f"{out_dir} already holds a run; continue it with --resume --out {out_dir}, "
+                                f"replace it with --overwrite, or choose another --out")
+        rng = np.random.default_rng(run.seed)
+        parent = load_model(run.parent, run.device)[0] if run.parent else None
+        model = models.build(model_name, model_options, data.SPECS[run.dataset], rng, parent).to(run.device)
+        optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
+        return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command)
 
 
-def _train(model_name, model_options, run, out_dir, resume, progress, log, command) -> list:
-    spec = data.SPECS[run.dataset]
-    rng = np.random.default_rng(run.seed)
-    parent = load_model(run.parent, run.device)[0] if run.parent else None
-    model = models.build(model_name, model_options, spec, rng, parent).to(run.device)
-    optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
-    start_epoch, step, history = 1, 0, []
-    if resume:
-        start_epoch, step, history = _restore(out_dir, run, model, optimizers, rng)
+def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, log=print,
+           command: Optional[list] = None) -> list:
+    """Continue the run in out_dir exactly where it stopped, with every option it was trained
+    with. ``asked``: the options typed with --resume ("model", model or run options); those
+    in RESUME_MAY_CHANGE (epochs: the new total, device, data_dir) are taken, every other must
+    agree with the run's, or the run is refused in one line naming the first that differs."""
+    with run_folder.lock(out_dir):
+        state = saved_run.load(out_dir)
+        run = run_options(state["run"])
+        asked = asked or {}
+        _refuse_changes(out_dir, state, run, asked)
+        run = replace(run, **{key: value for key, value in asked.items() if key in RESUME_MAY_CHANGE})
+        run.validate()
+        if state["epoch"] >= run.epochs:
+            raise TrainingError(f"nothing to resume: {out_dir} already has {state['epoch']} epochs; "
+                                f"ask for more with --epochs")
+        model = saved_run.build_model(state, run.device)
+        optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
+        if set(state["optimizers"]) != set(optimizers):
+            raise saved_run.CheckpointError(f"the checkpoint in {out_dir} has optimizers {sorted(state['optimizers'])}, "
+                                            f"its model {sorted(optimizers)}")
+        try:
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+        except ValueError as e:
+            raise saved_run.CheckpointError(f"the checkpoint in {out_dir} is damaged: {e}") from None
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        history = list(state["history"])
         _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
+        return _epochs(model, optimizers, rng, run, out_dir, state["epoch"] + 1, state["step"], history,
+                       progress, log, command)
+
+
+def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> None:
+    config = state["model_config"]
+    if "model" in asked:
+        family, fixed = models.resolve(asked["model"])
+        asked = {**fixed, **asked, "model": family}
+    trained = {"model": config["name"], **config["options"], **asdict(run)}
+    for key, value in asked.items():
+        if key not in RESUME_MAY_CHANGE and trained.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise TrainingError(f"cannot resume: the run in {out_dir} was trained with {flag} {trained.get(key)}, "
+                                f"this command asks for {flag} {value}; leave it out to continue as trained")
+
+
+def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command) -> list:
     train_split, test_split = load_split(run, "train"), load_split(run, "test")
-    schedule = lr_schedule(run, -(-len(train_split) // run.batch_size))
+    steps_per_epoch = -(-len(train_split) // run.batch_size)
+    schedule = lr_schedule(run, steps_per_epoch)
     schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]
+    params = [p for opt in optimizers.values() for p in opt.params]
+    guard = DivergenceGuard(run.divergence_factor, run.divergence_steps)
     new = []
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
-        sums, numbers, count = {}, {}, 0
+        sums, numbers, count, skipped = {}, {}, 0, 0
+
+        def stop(reason: str):
+            kept = (f"the last checkpoint written (epoch {epoch - 1}, every weight finite) is intact in {out_dir}"
+                    if epoch > 1 else "no checkpoint was written")
+            return TrainingError(f"{reason} at epoch {epoch}, step {step + 1}; training stopped and {kept}")
+
         batches = data.batch_dicts(train_split, run.batch_size, rng, binary=model.inputs == "binary",
                                    device=run.device)
-        bar = _progress(batches, epoch, run.epochs, -(-len(train_split) // run.batch_size), progress)
+        bar = _progress(batches, epoch, run.epochs, steps_per_epoch, progress)
         for batch in bar:
             ctx = StepContext(step=step, epoch=epoch, rng=rng)
+            for opt in optimizers.values():
+                opt.zero_grad()
             terms = model.loss(batch, ctx)
             value = terms["loss"].item()
             if not math.isfinite(value):
-                kept = (f"the last good checkpoint (epoch {epoch - 1}) is intact in {out_dir}" if epoch > 1
-                        else "no checkpoint was written")
-                raise TrainingError(f"loss became non-finite ({value}) at epoch {epoch}, step {step + 1}; "
-                                    f"training stopped and {kept}")
-            for opt in optimizers.values():
-                opt.zero_grad()
+                raise stop(f"the loss became non-finite ({value})")
+            diverged = guard(value)
+            if diverged:
+                raise stop(diverged)
             terms["loss"].backward()
             lr = next(iter(optimizers.values())).lr
+            if run.skip_grad_norm is not None:
+                norm = grad_norm(params)
+                if not norm <= run.skip_grad_norm:
+                    if not skipped:
+                        log(f"epoch {epoch}, step {step + 1}: update skipped, gradient norm {norm:.4g} > "
+                            f"--skip-grad-norm {run.skip_grad_norm:g}")
+                    skipped += 1
+                    continue
             for opt, scheduler in zip(optimizers.values(), schedulers):
                 opt.step()
                 scheduler.step()
+            bad = count_non_finite(p.data for p in params)
+            if bad:    # this state is never saved: the run stops with the last checkpoint written
+                raise stop(f"the update made {bad} weights non-finite (lr {lr:g})")
             model.after_step(ctx)
             step += 1
             n = len(batch["y"])
@@ -156,13 +199,21 @@ def _train(model_name, model_options, run, out_dir, resume, progress, log, comma
                     sums[key] = sums.get(key, 0.0) + float(term.data.sum())
             if progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix({key: f"{total / count:.2f}" for key, total in sums.items()}, refresh=False)
+        if not count:
+            raise stop(f"every update of the epoch was skipped (gradient norm above {run.skip_grad_norm:g})")
+        if count_non_finite(b for opt in optimizers.values() for buf in opt.buffers for b in buf.values()):
+            raise stop("the optimizer state became non-finite")
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch, "step": step, **{f"train_{key}": total / count for key, total in sums.items()},
-                  **numbers, "lr": lr, "seconds": seconds}
+                  **numbers, "lr": lr, "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if run.skip_grad_norm is not None:
+            record["skipped_steps"] = skipped
         record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device))
+        record = {key: value if not isinstance(value, float) or math.isfinite(value) else None
+                  for key, value in record.items()}
         history.append(record)
         new.append(record)
-        _save(out_dir, run, model, optimizers, rng, epoch, step, history)       # the commit point
+        saved_run.save(out_dir, model, optimizers, rng, run, epoch, step, history)      # the commit point
         _write_metrics(out_dir, history)
         records.write_config(out_dir, model.config(), asdict(run), command)
         pictures.write_epoch_pictures(model, test_split, out_dir, np.random.default_rng([run.seed, epoch, 1]))
@@ -179,90 +230,6 @@ def _progress(batches, epoch, epochs, total, enabled):
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", total=total, unit="batch", leave=False, disable=None)
 
 
-def _save(out_dir, run, model, optimizers, rng, epoch, step, history) -> None:
-    checkpoint.save(os.path.join(out_dir, CHECKPOINT), {
-        "model": model.state_dict(), "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "epoch": epoch, "step": step, "rng": rng.bit_generator.state, "run": asdict(run),
-        "model_config": model.config(), "history": history})
-
-
 def _write_metrics(out_dir: str, history: list) -> None:
     """metrics.jsonl, one JSON line per epoch, rewritten whole and atomically: every line parses."""
     write_atomic(os.path.join(out_dir, METRICS), "".join(json.dumps(r) + "\n" for r in history).encode())
-
-
-def _history_of(out_dir: str, state: dict) -> list:
-    """The epochs' metrics a checkpoint carries; for one written before it carried them, the
-    lines of metrics.jsonl that parse, up to its epoch."""
-    if "history" in state:
-        return list(state["history"])
-    kept = []
-    try:
-        with open(os.path.join(out_dir, METRICS)) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("epoch"), int) \
-                        and record["epoch"] <= state["epoch"] and record["epoch"] not in [r["epoch"] for r in kept]:
-                    kept.append(record)
-    except OSError:
-        pass
-    return kept
-
-
-def load_checkpoint(run_dir: str) -> dict:
-    """The checkpoint of a run, in this version's layout (``records.upgrade`` translates those
-    written before model families: model kind and preset, one optimizer, one config)."""
-    path = os.path.join(run_dir, CHECKPOINT)
-    if not os.path.isfile(path):
-        raise TrainingError(f"no checkpoint in {run_dir} (expected {path}); train with --out {run_dir} first")
-    return records.upgrade(checkpoint.load(path))
-
-
-def run_options(saved: dict) -> RunOptions:
-    """RunOptions from a saved dict; options newer than the record take their defaults."""
-    return RunOptions(**{f.name: saved[f.name] for f in fields(RunOptions) if f.name in saved})
-
-
-def load_model(run_dir: str, device: str = "cpu") -> tuple:
-    """(model, run options) of a trained run, in eval mode (with its parent run's model, for
-    a second-stage model)."""
-    state = load_checkpoint(run_dir)
-    run = run_options(state["run"])
-    config = state["model_config"]
-    parent = load_model(run.parent, device)[0] if run.parent else None
-    model = models.build(config["name"], config["options"], data.SPECS[run.dataset], parent=parent)
-    model.load_state_dict(state["model"])
-    bad = sum(int((~np.isfinite(backend.to_device(p.data, "cpu"))).sum()) for p in model.parameters())
-    if bad:
-        raise TrainingError(f"the model in {run_dir} has {bad} non-finite weights (the run diverged before this "
-                            f"checkpoint); train it again")
-    return model.to(device).eval(), run
-
-
-def _restore(out_dir, run, model, optimizers, rng) -> tuple:
-    state = load_checkpoint(out_dir)
-    saved_model, asked_model = state["model_config"], model.config()
-    if saved_model["name"] != asked_model["name"]:
-        raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with model="
-                            f"{saved_model['name']!r}, this run asks for {asked_model['name']!r}")
-    for key, asked in asked_model["options"].items():
-        trained = saved_model["options"].get(key)
-        if trained != asked:
-            raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with {key}={trained!r}, "
-                                f"this run asks for {asked!r}")
-    saved_run = run_options(state["run"])
-    for key in RESUME_MUST_MATCH:
-        if getattr(saved_run, key) != getattr(run, key):
-            raise TrainingError(f"cannot resume: the checkpoint in {out_dir} was trained with "
-                                f"{key}={getattr(saved_run, key)!r}, this run asks for {getattr(run, key)!r}")
-    model.load_state_dict(state["model"])
-    for name, opt in optimizers.items():
-        opt.load_state_dict(state["optimizers"][name])
-    rng.bit_generator.state = state["rng"]
-    if state["epoch"] >= run.epochs:
-        raise TrainingError(f"nothing to resume: {out_dir} already has {state['epoch']} epochs; "
-                            f"ask for more with --epochs")
-    return int(state["epoch"]) + 1, int(state["step"]), _history_of(out_dir, state)

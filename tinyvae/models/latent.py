@@ -29,7 +29,8 @@ class EncoderDecoder(Model):
     """Examples come in flattened, [N, size] in [0, 1]."""
 
     def __init__(self, options, spec, rng=None):
-        options = replace(options, latent_dim=options.latent_dim or nets.DEFAULT_LATENT.get(options.arch))
+        if options.latent_dim is None:
+            options = replace(options, latent_dim=nets.DEFAULT_LATENT.get(options.arch))
         super().__init__(options, spec)
         self.latent_dim = options.latent_dim
         self.encoder, self.decoder = nets.build(options.arch, spec, 2 * self.latent_dim, self.latent_dim, rng)

@@ -1,10 +1,17 @@
-"""Weight initialisers (in place, on a Parameter's data), with PyTorch's formulas.
+"""Weight initialisers (in place, on a Parameter's data), with PyTorch's formulas, and
+``filled``, the one place modules get the arrays of their parameters and buffers.
+
+Inside ``placeholders()`` those arrays are zero-stride read-only views of one number and the
+initialisers do nothing: building a model then costs no memory whatever its options say, so
+a checkpoint's array shapes can be compared with the model's before anything is allocated,
+and ``load_state_dict`` gives every parameter and buffer its real array.
 
 fan_in / fan_out follow PyTorch: for a weight [d0, d1, k...], fan_in = d1·∏k and
 fan_out = d0·∏k (so a ConvTranspose2d weight [in, out, k, k] has fan_in = out·k·k).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -20,6 +27,32 @@ def fan_in_and_fan_out(shape: tuple) -> tuple:
     return shape[1] * receptive, shape[0] * receptive
 
 
+class _Placeholders:
+    on = False
+
+
+@contextlib.contextmanager
+def placeholders():
+    """Modules built inside hold placeholder arrays (no memory); load their state before use."""
+    before, _Placeholders.on = _Placeholders.on, True
+    try:
+        yield
+    finally:
+        _Placeholders.on = before
+
+
+def filled(shape, value: float = 0.0, dtype=np.float32) -> np.ndarray:
+    """A new array of ``shape`` holding ``value`` (a placeholder inside ``placeholders()``)."""
+    if _Placeholders.on:
+        return np.broadcast_to(np.array(value, dtype), shape)
+    return np.full(shape, value, dtype)
+
+
+def copied(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` (inside ``placeholders()``, the placeholder itself)."""
+    return array if _Placeholders.on else array.copy()
+
+
 def _fill(t, values: np.ndarray):
     t.data = backend.to_device(values.astype(t.dtype), t.device)
     t.mark_written()
@@ -27,15 +60,15 @@ def _fill(t, values: np.ndarray):
 
 
 def uniform_(t, low: float = 0.0, high: float = 1.0, rng=None):
-    return _fill(t, get_rng(rng).uniform(low, high, t.shape))
+    return t if _Placeholders.on else _fill(t, get_rng(rng).uniform(low, high, t.shape))
 
 
 def normal_(t, mean: float = 0.0, std: float = 1.0, rng=None):
-    return _fill(t, get_rng(rng).normal(mean, std, t.shape))
+    return t if _Placeholders.on else _fill(t, get_rng(rng).normal(mean, std, t.shape))
 
 
 def constant_(t, value: float):
-    return _fill(t, np.full(t.shape, value))
+    return t if _Placeholders.on else _fill(t, np.full(t.shape, value))
 
 
 def zeros_(t):

@@ -5,7 +5,6 @@ copied across and results compared side by side.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .. import functional as F
 from ..tensor import Tensor
@@ -14,7 +13,7 @@ from .module import Module, Parameter
 
 
 def _empty(*shape) -> Parameter:
-    return Parameter(np.zeros(shape, np.float32))
+    return Parameter(init.filled(shape))
 
 
 class Linear(Module):

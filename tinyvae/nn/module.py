@@ -113,16 +113,20 @@ class Module:
         return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays into the parameters and buffers; errors name every missing, unexpected
-        and mis-shaped key, and nothing is changed unless all of them fit."""
+        """Copy arrays into the parameters and buffers; errors name every missing, unexpected,
+        mis-shaped and mis-typed key (an array must have the dtype it replaces), and nothing is
+        changed unless all of them fit."""
         targets = dict(self.named_parameters())
         buffers = dict(self.named_buffers())
-        expected = {name: t.shape for name, t in targets.items()}
-        expected.update({name: b.shape for name, b in buffers.items()})
+        expected = {name: (tuple(t.shape), t.dtype) for name, t in targets.items()}
+        expected.update({name: (tuple(b.shape), b.dtype) for name, b in buffers.items()})
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
-        wrong = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(expected[k])}"
-                 for k in expected if k in state and tuple(np.shape(state[k])) != tuple(expected[k])]
+        given = {k: (tuple(np.shape(state[k])), getattr(state[k], "dtype", None)) for k in expected if k in state}
+        wrong = [f"{k}: checkpoint {given[k][0]} vs model {shape}" for k, (shape, _) in expected.items()
+                 if k in given and given[k][0] != shape]
+        mistyped = [f"{k}: checkpoint {given[k][1]} vs model {dtype}" for k, (_, dtype) in expected.items()
+                    if k in given and given[k][1] != dtype]
         problems = []
         if strict and missing:
             problems.append(f"missing keys {missing}")
@@ -130,18 +134,19 @@ class Module:
             problems.append(f"unexpected keys {unexpected}")
         if wrong:
             problems.append(f"shape mismatch {wrong}")
+        if mistyped:
+            problems.append(f"dtype mismatch {mistyped}")
         if problems:
             raise ValueError("load_state_dict: " + "; ".join(problems))
         for name, p in targets.items():
             if name in state:
                 xp = backend.array_module(p.data)
-                p.data = xp.asarray(backend.to_device(np.asarray(state[name]), p.device), dtype=p.dtype).copy()
+                p.data = xp.array(backend.to_device(state[name], p.device), copy=True)
                 p.mark_written()
         for prefix_name, b in buffers.items():
             if prefix_name in state:
                 owner, attr = self._owner_of(prefix_name)
-                new = backend.to_device(np.asarray(state[prefix_name]), backend.device_of(b)).astype(b.dtype)
-                object.__setattr__(owner, attr, new)
+                object.__setattr__(owner, attr, backend.to_device(state[prefix_name], backend.device_of(b)).copy())
 
     def _owner_of(self, dotted: str):
         *path, attr = dotted.split(".")

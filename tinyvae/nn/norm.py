@@ -1,10 +1,10 @@
 """Batch and layer normalisation."""
 from __future__ import annotations
 
-import numpy as np
 
 from .. import functional as F
 from ..tensor import Tensor
+from . import init
 from .module import Module, Parameter
 
 
@@ -14,10 +14,10 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = Parameter(np.ones(num_features, np.float32)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, np.float32)) if affine else None
-        self.register_buffer("running_mean", np.zeros(num_features, np.float32))
-        self.register_buffer("running_var", np.ones(num_features, np.float32))
+        self.weight = Parameter(init.filled(num_features, 1.0)) if affine else None
+        self.bias = Parameter(init.filled(num_features)) if affine else None
+        self.register_buffer("running_mean", init.filled(num_features))
+        self.register_buffer("running_var", init.filled(num_features, 1.0))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self.expected_dims or x.shape[1] != self.num_features:
@@ -42,8 +42,8 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
-        self.weight = Parameter(np.ones(self.normalized_shape, np.float32)) if elementwise_affine else None
-        self.bias = Parameter(np.zeros(self.normalized_shape, np.float32)) if elementwise_affine else None
+        self.weight = Parameter(init.filled(self.normalized_shape, 1.0)) if elementwise_affine else None
+        self.bias = Parameter(init.filled(self.normalized_shape)) if elementwise_affine else None
 
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[-len(self.normalized_shape):]) != self.normalized_shape:

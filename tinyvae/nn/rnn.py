@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import numpy as np
 
 from .. import backend
 from .. import functional as F
@@ -37,7 +36,7 @@ def _gru_params(module: Module, suffix: str, input_size: int, hidden_size: int, 
     bound = 1 / math.sqrt(hidden_size)
     for name, shape in (("weight_ih", (3 * hidden_size, input_size)), ("weight_hh", (3 * hidden_size, hidden_size)),
                         ("bias_ih", (3 * hidden_size,)), ("bias_hh", (3 * hidden_size,))):
-        p = Parameter(np.zeros(shape, np.float32))
+        p = Parameter(init.filled(shape))
         init.uniform_(p, -bound, bound, rng)
         setattr(module, name + suffix, p)
 

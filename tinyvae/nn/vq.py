@@ -48,15 +48,15 @@ class VectorQuantizer(Module):
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_code_threshold = dead_code_threshold
         self.rng = rng
-        codebook = Parameter(np.zeros((num_codes, dim), np.float32))
+        codebook = Parameter(init.filled((num_codes, dim)))
         init.uniform_(codebook, -1 / num_codes, 1 / num_codes, rng)
         if ema:
             self.register_buffer("codebook", codebook.data)
-            self.register_buffer("ema_count", np.ones(num_codes, np.float32))
-            self.register_buffer("ema_sum", codebook.data.copy())
+            self.register_buffer("ema_count", init.filled(num_codes, 1.0))
+            self.register_buffer("ema_sum", init.copied(codebook.data))
         else:
             self.codebook = codebook
-        self.register_buffer("unused_steps", np.zeros(num_codes, np.int64))
+        self.register_buffer("unused_steps", init.filled(num_codes, 0, np.int64))
 
     def _codes(self) -> Tensor:
         """The codebook as a tensor: the parameter, or one tensor over the EMA buffer (kept, so
