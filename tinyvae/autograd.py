@@ -23,28 +23,27 @@ class _GradMode:
     enabled = True
 
 
-class no_grad(contextlib.ContextDecorator):
-    """Context manager and decorator: ops inside record nothing and need no memory for backward."""
+class _SetGradMode(contextlib.ContextDecorator):
+    """Context manager and decorator: recording set to ``enabled`` inside, restored after."""
+    enabled: bool
 
     def __enter__(self):
         self._prev = _GradMode.enabled
-        _GradMode.enabled = False
+        _GradMode.enabled = self.enabled
 
     def __exit__(self, *exc):
         _GradMode.enabled = self._prev
         return False
 
 
-class enable_grad(contextlib.ContextDecorator):
-    """Record ops inside even within ``no_grad`` (a recomputation in backward needs its graph)."""
+class no_grad(_SetGradMode):
+    """Ops inside record nothing and need no memory for backward."""
+    enabled = False
 
-    def __enter__(self):
-        self._prev = _GradMode.enabled
-        _GradMode.enabled = True
 
-    def __exit__(self, *exc):
-        _GradMode.enabled = self._prev
-        return False
+class enable_grad(_SetGradMode):
+    """Ops inside are recorded even within ``no_grad`` (a recomputation in backward needs its graph)."""
+    enabled = True
 
 
 def is_grad_enabled() -> bool:
