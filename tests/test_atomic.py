@@ -19,7 +19,7 @@ def umask_022():
 
 def test_written_files_follow_the_umask_like_open(tmp_path, umask_022):
     tv.save(tmp_path / "ckpt.safetensors", {"a": np.arange(3)})
-    viz.save_png(str(tmp_path / "grid.png"), np.zeros((4, 4), np.uint8))
+    viz.save_image(str(tmp_path / "grid.png"), np.zeros((4, 4), np.uint8))
     write_atomic(str(tmp_path / "raw"), b"x")
     for name in ("ckpt.safetensors", "grid.png", "raw"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
@@ -38,7 +38,7 @@ def test_a_failing_check_keeps_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_png_is_a_png_and_creates_its_folder(tmp_path):
-    viz.save_png(str(tmp_path / "new" / "grid.png"), np.full((3, 5), 255, np.uint8))
+    viz.save_image(str(tmp_path / "new" / "grid.png"), np.full((3, 5), 255, np.uint8))
     from PIL import Image
     with Image.open(tmp_path / "new" / "grid.png") as image:
         assert image.format == "PNG" and image.size == (5, 3) and np.asarray(image).min() == 255

@@ -88,13 +88,67 @@ def test_eval_reports_sample_fd_for_models_that_sample(trained, tmp_path, capsys
     assert set(json.loads(capsys.readouterr().out)) == {"test_recon", "active_units"}
 
 
-@pytest.mark.parametrize("command", ["sample", "reconstruct", "manifold", "interpolate"])
-def test_picture_commands_write_pngs(trained, tmp_path, command, capsys):
-    target = tmp_path / f"{command}.png"
-    assert run(command, trained, "-o", target, "--n", 8) == 0
+@pytest.mark.parametrize("command, count", [("sample", "--n"), ("reconstruct", "--n"), ("manifold", "--grid"),
+                                            ("interpolate", "--pairs")])
+@pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".jpg", "JPEG")])
+def test_picture_commands_write_the_format_their_suffix_names(trained, tmp_path, command, count, suffix, fmt, capsys):
+    target = tmp_path / f"{command}{suffix}"
+    assert run(command, trained, "-o", target, count, 4) == 0
     with Image.open(target) as img:
-        assert img.format == "PNG" and min(img.size) >= 56
+        assert img.format == fmt and min(img.size) >= 56
     assert f"wrote {target}" in capsys.readouterr().out
+
+
+def test_reconstruct_draws_what_training_draws_by_default(trained, tmp_path):
+    assert run("reconstruct", trained, "-o", tmp_path / "r.png") == 0
+    with Image.open(tmp_path / "r.png") as mine, Image.open(trained / "reconstructions.png") as training:
+        assert mine.size == training.size
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["-o", "{tmp}/x.gif"], "cannot write {tmp}/x.gif: name a .png, .jpg or .jpeg file"),
+    (["-o", "{tmp}"], "cannot write {tmp}: it is a folder"),
+    (["--n", "100000"], "argument --n: must be from 1 to 1024 (the picture would be too large to open), got 100000"),
+])
+def test_picture_outputs_are_checked_before_any_work(trained, tmp_path, capsys, argv, pattern):
+    argv = [a.format(tmp=tmp_path.as_posix()) for a in argv]
+    try:
+        code = run("sample", trained, *argv)
+    except SystemExit as e:
+        code = e.code
+    one_line_error(capsys, code, 2, pattern.format(tmp=tmp_path.as_posix()))
+
+
+def test_version_help_texts_and_examples(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip().startswith("tinyvae 0.")
+    import argparse
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                    or action.dest in {f.name for f in cli.fields(cli.T.RunOptions)}:
+                assert "default" in action.help, f"{name} {action.option_strings}: no default in its help"
+        if name != "models":
+            assert "example" in (sub.epilog or ""), f"{name} has no example"
+
+
+def test_evaluation_says_what_it_is_doing_without_a_terminal(trained, capsys):
+    assert run("eval", trained, "--iwae-k", 3, "--test-size", 20, "--fd-samples", 0) == 0
+    err = capsys.readouterr().err
+    assert "test metrics (IWAE K=3) on 20 images: started (1 batches)" in err and "done in" in err
+
+
+def test_a_kl_warm_up_longer_than_the_run_is_said(tmp_path, capsys):
+    assert run("train", "--epochs", 2, "--kl-anneal", "linear", "--out", tmp_path, *SMALL) == 0
+    out = capsys.readouterr().out
+    assert "note: --kl-anneal linear warms up over 10000 steps, but the run has 8: the KL weight will end at 0.0008" in out
+    assert "epoch 1/2:" in out and "left)" in out
 
 
 def test_ae_and_conv_models_train(tmp_path, capsys):
@@ -105,7 +159,7 @@ def test_ae_and_conv_models_train(tmp_path, capsys):
     one_line_error(capsys, run("sample", tmp_path / "ae", "-o", tmp_path / "s.png"), 2,
                    "model 'ae' cannot sample: it has no sample")
     assert run("train", "--model", "conv", "--epochs", 1, "--out", tmp_path / "conv", "--latent-dim", 2, *SMALL) == 0
-    assert run("manifold", tmp_path / "conv", "-o", tmp_path / "m.png", "--n", 5) == 0
+    assert run("manifold", tmp_path / "conv", "-o", tmp_path / "m.png", "--grid", 5) == 0
 
 
 def test_training_options_are_applied(tmp_path):
@@ -146,8 +200,11 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["train", "--model", "ae", "--beta", "2"], "model 'ae' does not take --beta (its options: --arch, --code-penalty, --latent-dim)"),
     (["train", "--model", "conv", "--arch", "mlp"], "--model conv means --model vae --arch conv"),
     (["train", "--arch", "resnet"], "argument --arch: invalid choice: 'resnet'"),
-    (["sample", "x", "--n", "0"], "must be a positive integer"),
-    (["sample"], "the following arguments are required: run_dir"),
+    (["sample", "x", "--n", "0"], "argument --n: must be from 1 to 1024"),
+    (["sample", "x", "--n", "abc"], "argument --n: invalid integer value: 'abc'"),
+    (["eval", "x", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["sample"], "the following arguments are required: RUN"),
 ])
 def test_bad_arguments_get_one_line(argv, pattern, capsys):
     code = None
@@ -294,3 +351,10 @@ def test_checkpoints_from_before_model_families_still_load(tmp_path, capsys):
     assert run("sample", tmp_path, "-o", tmp_path / "s.png", "--n", 4) == 0
     assert run("train", "--epochs", 2, "--out", tmp_path, "--resume") == 0
     assert [r["epoch"] for r in metrics(tmp_path)] == [2]
+
+
+def test_a_manifold_of_a_one_dimensional_latent_is_refused_in_one_line(tmp_path, capsys):
+    assert run("train", "--epochs", 1, "--latent-dim", 1, "--out", tmp_path, *SMALL) == 0
+    capsys.readouterr()
+    one_line_error(capsys, run("manifold", tmp_path, "-o", tmp_path / "m.png"), 2,
+                   "a manifold needs a latent of at least 2 dimensions; this model's has 1")

@@ -65,10 +65,20 @@ def test_missing_data_names_every_place_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(data, "MIRRORS", {"mnist": ["file:///nonexistent/"], "fashion-mnist": []})
     with pytest.raises(data.DataError) as err:
+        data.load("mnist", "test")
+    message = str(err.value)
+    for place in ("env/mnist", "home/.cache/tinyvae/mnist", "file:///nonexistent/", "TINYVAE_DATA"):
+        assert place in message
+
+
+def test_a_data_dir_given_is_the_only_place_looked(tmp_path, monkeypatch):
+    """--data-dir is never silently completed from $TINYVAE_DATA (which here holds the files)."""
+    monkeypatch.setattr(data, "MIRRORS", {"mnist": ["file:///nonexistent/"], "fashion-mnist": []})
+    assert os.environ.get("TINYVAE_DATA")
+    with pytest.raises(data.DataError) as err:
         data.load("mnist", "test", str(tmp_path / "cli"))
     message = str(err.value)
-    for place in ("cli/mnist", "env/mnist", "home/.cache/tinyvae/mnist", "file:///nonexistent/", "TINYVAE_DATA"):
-        assert place in message
+    assert "cli/mnist" in message and os.environ["TINYVAE_DATA"] not in message
 
 
 def test_download_fills_the_cache_and_verifies(tmp_path, monkeypatch):

@@ -17,16 +17,21 @@ from typing import Optional
 
 import numpy as np
 
-from . import models, pictures, quality, records
+from . import __version__, models, pictures, quality, records
 from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
 from .run_folder import RunFolderBusy
 from .options import flag, value_type
-from .viz import save_png
+from .viz import image_format, save_image
 
-PICTURES = {"sample": "decoded samples from the prior", "reconstruct": "test images and their reconstructions",
-            "manifold": "decoded grid over two latent axes", "interpolate": "latent interpolations between test images"}
+PICTURES = {   # command: (help, its count option, default, most, example)
+    "sample": ("decoded samples from the prior", "n", 64, 1024, "--n 100 -o samples.png"),
+    "reconstruct": ("test images and their reconstructions", "n", 32, 512, "--n 16 -o recon.jpg"),
+    "manifold": ("decoded grid over two latent axes", "grid", 20, 64, "--grid 15 -o manifold.png"),
+    "interpolate": ("latent interpolations between test images", "pairs", 8, 64, "--pairs 4 -o interp.png")}
+PICTURE_COUNTS = {"n": "how many images", "grid": "points per side of the grid",
+                  "pairs": "pairs of test images, one row each"}
 EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
                "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units",
                "sample_fd": "sample FD ({fd_samples} samples)"}
@@ -49,11 +54,16 @@ def _add_option(group, cls, f, text: str) -> None:
                        choices=choices, help=text.replace("%", "%%"), metavar=None if choices else f.name.upper())
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _integer(minimum: int, maximum: Optional[int] = None, why: str = ""):
+    """An argparse type: an integer in [minimum, maximum]; its name is what argparse prints
+    for text that is not one ("invalid integer value: 'abc'")."""
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{why}, got {value}")
+        return value
+    return integer
 
 
 def model_option_fields() -> dict:
@@ -68,13 +78,23 @@ def model_option_fields() -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tinyvae", description="Train and inspect variational autoencoders.")
+    p = _Parser(prog="tinyvae", description="Train and inspect variational autoencoders.",
+                epilog="examples:\n  tinyvae train --epochs 5 --out runs/mnist\n  tinyvae train --resume --out runs/mnist "
+                       "--epochs 10\n  tinyvae eval runs/mnist\n  tinyvae sample runs/mnist -o samples.png\n"
+                       "  tinyvae models\n",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tinyvae {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     m = sub.add_parser("models", help="list the registered models and their options")
-    m.add_argument("--json", action="store_true", help="print one JSON object")
+    m.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
-    t = sub.add_parser("train", help="train a model; writes DIR/metrics.jsonl, config.json, checkpoint and PNGs")
+    t = sub.add_parser("train", help="train a model; writes DIR/metrics.jsonl, config.json, checkpoint and PNGs",
+                       epilog="examples:\n  tinyvae train --epochs 5 --out runs/mnist\n"
+                              "  tinyvae train --model vae --arch conv --beta 4 --kl-anneal linear --dataset fashion-mnist\n"
+                              "  tinyvae train --resume --out runs/mnist --epochs 10\n"
+                              "  tinyvae train --config runs/mnist/config.json --out runs/again\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--model", default=argparse.SUPPRESS, choices=models.names() + sorted(models.ALIASES),
                    help="registered model (tinyvae models), or an alias: mlp = vae --arch mlp, conv = vae --arch conv "
                         "(default vae)")
@@ -84,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out with the options it was trained with (--epochs: the new total)")
     t.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars: one plain line per epoch")
     group = t.add_argument_group("run options")
     for f in fields(T.RunOptions):
         _add_option(group, T.RunOptions, f, f"{f.metadata['help']} (default {_default_text(f.default)})")
@@ -93,24 +113,31 @@ def _parser() -> argparse.ArgumentParser:
         _add_option(group, cls, f, f"{f.metadata['help']}; models: {', '.join(n for n, _ in takers)}; default "
                     + ", ".join(f"{_default_text(d)} ({n})" for n, d in takers))
 
-    e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)")
-    e.add_argument("run_dir")
-    e.add_argument("--iwae-k", type=_positive_int, default=5000, help="samples of the IWAE bound, where the model has one")
-    e.add_argument("--fd-samples", type=int, default=10000,
-                   help="samples for sample_fd, where the model samples images (0: skip it)")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--test-size", type=_positive_int, default=None)
-    e.add_argument("--batch-size", type=_positive_int, default=100)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--data-dir", default=None)
+    e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)",
+                       epilog="example: tinyvae eval runs/vae-mnist-20261202-101500 --iwae-k 100 --json\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run_dir", metavar="RUN", help="a run folder (holding checkpoint.safetensors)")
+    e.add_argument("--iwae-k", type=_integer(1), default=5000,
+                   help="samples per example of the IWAE bound, where the model has one (default 5000)")
+    e.add_argument("--fd-samples", type=_integer(0), default=10000,
+                   help="samples for sample_fd, where the model samples images; 0 skips it (default 10000)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.add_argument("--test-size", type=_integer(1), default=None, help="use only the first N test images (default all)")
+    e.add_argument("--batch-size", type=_integer(1), default=100, help="test images per batch (default 100)")
+    e.add_argument("--seed", type=_integer(0), default=0, help="seed of the binarization and the samples (default 0)")
+    e.add_argument("--data-dir", default=None, help="folder holding <dataset>/*.gz (default: the run's)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar: one line per evaluation stage")
 
-    for name, helptext in PICTURES.items():
-        s = sub.add_parser(name, help=helptext)
-        s.add_argument("run_dir")
-        s.add_argument("-o", "--output", default=f"{name}.png")
-        s.add_argument("--n", type=_positive_int, default=64 if name == "sample" else 20)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--data-dir", default=None)
+    for name, (helptext, count, default, maximum, example) in PICTURES.items():
+        s = sub.add_parser(name, help=helptext, epilog=f"example: tinyvae {name} RUN {example}\n",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.add_argument("run_dir", metavar="RUN", help="a run folder (holding checkpoint.safetensors)")
+        s.add_argument("-o", "--output", default=f"{name}.png",
+                       help=f"image file to write, .png or .jpg (default {name}.png)")
+        s.add_argument(f"--{count}", dest="count", type=_integer(1, maximum, " (the picture would be too large to open)"),
+                       default=default, help=f"{PICTURE_COUNTS[count]} (default {default}, at most {maximum})")
+        s.add_argument("--seed", type=_integer(0), default=0, help="seed of the samples or the images picked (default 0)")
+        s.add_argument("--data-dir", default=None, help="folder holding <dataset>/*.gz (default: the run's)")
     return p
 
 
@@ -182,12 +209,14 @@ def _eval(args) -> None:
     model, run = T.load_model(args.run_dir)
     run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
     test = T.load_split(run, "test")
-    result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size,
-                        iwae_k=args.iwae_k if model.can("log_weights") else 0)
+    iwae_k = args.iwae_k if model.can("log_weights") else 0
+    result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size, iwae_k=iwae_k,
+                        stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} images",
+                        bar=not args.no_progress)
     if args.fd_samples > 0 and model.can("sample"):
         classifier, _ = quality.load_classifier(run.dataset, run.data_dir, log=lambda m: print(m, file=sys.stderr))
         result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
-                                                n=args.fd_samples)
+                                                n=args.fd_samples, show=not args.no_progress)
         result["fd_samples"] = args.fd_samples
     if args.json:    # strict JSON: a value that is not finite is null
         print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in result.items()},
@@ -205,21 +234,22 @@ def _picture(args) -> None:
     pictures.require(model, args.command)
     run.data_dir = args.data_dir or run.data_dir
     rng = np.random.default_rng(args.seed)
+    image_format(args.output)       # a bad file name is refused before any work
     if args.command == "sample":
-        picture = pictures.sample_picture(model, args.n, rng)
+        picture = pictures.sample_picture(model, args.count, rng)
     else:
         run.test_size = None
         test = T.load_split(run, "test")
         if args.command == "reconstruct":
-            picture = pictures.reconstruction_picture(model, test, n=args.n)
+            picture = pictures.reconstruction_picture(model, test, n=args.count)
         elif args.command == "manifold":
-            picture, axes = pictures.manifold_picture(model, test, n=args.n)
+            picture, axes = pictures.manifold_picture(model, test, n=args.count)
             if model.latent_dim != 2:
                 print(f"latent is {model.latent_dim}-D: varying dimensions {axes[0]} and {axes[1]} "
                       f"(the most active), the rest held at 0")
         else:
-            picture = pictures.interpolation_picture(model, test, pairs=max(1, args.n // 2), rng=rng)
-    save_png(args.output, picture)
+            picture = pictures.interpolation_picture(model, test, pairs=args.count, rng=rng)
+    save_image(args.output, picture)
     print(f"wrote {args.output}")
 
 

@@ -1,8 +1,8 @@
 """MNIST and Fashion-MNIST from their standard idx.gz files.
 
-Files are looked up in ``data_dir`` (``--data-dir``), then ``$TINYVAE_DATA``, then
-``~/.cache/tinyvae``, each as ``<root>/<dataset>/<file>.gz``; if absent everywhere they
-are downloaded into the cache from the standard public mirrors. Every file is checked by
+Files are looked up as ``<root>/<dataset>/<file>.gz`` in ``data_dir`` (``--data-dir``)
+alone when it is given, else in ``$TINYVAE_DATA`` and then ``~/.cache/tinyvae``; if absent
+they are downloaded there (into ``data_dir``, or the cache) from the standard public mirrors. Every file is checked by
 the SHA-256 of its *decompressed* content (the same for every mirror, unlike the .gz
 bytes) before any of it is used; a truncated or altered file is rejected.
 """
@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .atomic import write_atomic
+from .progress import stage
 
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
@@ -94,7 +95,11 @@ class DataError(RuntimeError):
 
 
 def search_roots(data_dir: Optional[str] = None) -> list:
-    roots = [Path(data_dir)] if data_dir else []
+    """Where data files are looked for: ``data_dir`` alone when given (a folder named on the
+    command line is never silently completed from another), else $TINYVAE_DATA and the cache."""
+    if data_dir:
+        return [Path(data_dir)]
+    roots = []
     if os.environ.get("TINYVAE_DATA"):
         roots.append(Path(os.environ["TINYVAE_DATA"]))
     roots.append(Path.home() / ".cache" / "tinyvae")
@@ -126,7 +131,10 @@ def _download(dataset: str, name: str, target: Path) -> list:
         url = base + name + ".gz"
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
-                blob = response.read()
+                size = int(response.headers.get("Content-Length") or 0)
+                blocks = iter(lambda: response.read(1 << 16), b"")
+                blob = b"".join(stage(blocks, -(-size // (1 << 16)) or None, f"downloading {url}",
+                                      units="blocks of 64 KB"))
         except (urllib.error.URLError, OSError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
             continue

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from .data import Split
-from .viz import image_grid, save_png
+from .viz import image_grid, save_image
 
 NEEDS = {"sample": ("sample",), "reconstruct": ("reconstruct",), "manifold": ("encode", "decode"),
          "interpolate": ("encode", "decode")}
@@ -85,10 +85,10 @@ def write_epoch_pictures(model, test: Split, out_dir: str, rng: np.random.Genera
     model.eval()
     written = []
     if model.can("sample"):
-        save_png(os.path.join(out_dir, "samples.png"), sample_picture(model, 64, rng))
+        save_image(os.path.join(out_dir, "samples.png"), sample_picture(model, 64, rng))
         written.append("samples.png")
     if model.can("reconstruct"):
-        save_png(os.path.join(out_dir, "reconstructions.png"), reconstruction_picture(model, test))
+        save_image(os.path.join(out_dir, "reconstructions.png"), reconstruction_picture(model, test))
         written.append("reconstructions.png")
     model.train(was_training)
     return written

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import checkpoint, data, nn, optim
+from . import checkpoint, data, nn, optim, progress
 from . import functional as F
 from .autograd import no_grad
 from .tensor import tensor
@@ -145,7 +145,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sample_fd(model, test: data.Split, rng: np.random.Generator, classifier: Classifier, n: int = 10000,
-              batch_size: int = 500) -> float:
-    """FD between the classifier's features of ``n`` samples of ``model`` and of the test images."""
-    samples = np.concatenate([model.sample(min(batch_size, n - i), rng) for i in range(0, n, batch_size)])
+              batch_size: int = 500, show: Optional[bool] = None) -> float:
+    """FD between the classifier's features of ``n`` samples of ``model`` and of the test images.
+    ``show``: None, silent; else the sampling's progress (a bar if True and on a terminal)."""
+    starts = range(0, n, batch_size)
+    if show is not None:
+        starts = progress.stage(starts, len(starts), f"sample_fd: {n} samples", show)
+    samples = np.concatenate([model.sample(min(batch_size, n - i), rng) for i in starts])
     return frechet_distance(features(classifier, samples), features(classifier, test.x))

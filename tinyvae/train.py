@@ -26,6 +26,7 @@ from .atomic import write_atomic
 from .autograd import no_grad
 from .guards import DivergenceGuard, count_non_finite, grad_norm
 from .models.base import StepContext
+from .progress import fmt_seconds, stage as progress_stage
 from .run_options import RESUME_MAY_CHANGE, RunOptions, run_options
 from .saved_run import CHECKPOINT, METRICS, load_model
 
@@ -48,17 +49,21 @@ def load_split(run: RunOptions, split: str) -> data.Split:
 
 @no_grad()
 def evaluate(model, split: data.Split, rng: np.random.Generator, batch_size: int = 500, iwae_k: int = 0,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", stage: Optional[str] = None, bar: bool = True) -> dict:
     """Test-set averages of the model's per-example metrics (``test_<name>``, nats per example),
     with ``iwae_k`` where the model reports an IWAE bound, and its whole-set metrics. A
-    binary-pixel model's test set is binarized once with ``rng``. The model's mode is restored."""
+    binary-pixel model's test set is binarized once with ``rng``. The model's mode is restored.
+    ``stage``: show progress under this name (``progress.stage``)."""
     was_training = model.training
     model.eval()
     if model.inputs == "binary":
         split = split.binarized(rng)
     ctx = StepContext(step=0, epoch=0, rng=rng, training=False)
     sums, kept = {}, {}
-    for batch in data.batch_dicts(split, batch_size, rng, shuffle=False, device=device):
+    batches = data.batch_dicts(split, batch_size, rng, shuffle=False, device=device)
+    if stage:
+        batches = progress_stage(batches, -(-len(split) // batch_size), stage, bar)
+    for batch in batches:
         metrics, keep = model.eval_batch(batch, ctx, iwae_k)
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value.sum().item())
@@ -145,7 +150,9 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
     schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]
     params = [p for opt in optimizers.values() for p in opt.params]
     guard = DivergenceGuard(run.divergence_factor, run.divergence_steps)
-    new = []
+    for note in model.notes(steps_per_epoch * run.epochs):
+        log(f"note: {note}")
+    new, started = [], time.perf_counter()
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
         sums, numbers, count, skipped = {}, {}, 0, 0
@@ -157,7 +164,9 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
 
         batches = data.batch_dicts(train_split, run.batch_size, rng, binary=model.inputs == "binary",
                                    device=run.device)
-        bar = _progress(batches, epoch, run.epochs, steps_per_epoch, progress)
+        eta = "" if epoch == start_epoch else \
+            f", run ETA {fmt_seconds((time.perf_counter() - started) / (epoch - start_epoch) * (run.epochs - epoch + 1))}"
+        bar = _progress(batches, f"epoch {epoch}/{run.epochs}{eta}", steps_per_epoch, progress)
         for batch in bar:
             ctx = StepContext(step=step, epoch=epoch, rng=rng)
             for opt in optimizers.values():
@@ -219,15 +228,18 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
         pictures.write_epoch_pictures(model, test_split, out_dir, np.random.default_rng([run.seed, epoch, 1]))
         tests = "  ".join(f"{key[5:]} {value:.2f}" for key, value in record.items()
                           if key.startswith("test_") and isinstance(value, float))
-        log(f"epoch {epoch}/{run.epochs}: loss {record['train_loss']:.2f}  test: {tests}  ({seconds:.1f}s)")
+        left = (time.perf_counter() - started) / (epoch - start_epoch + 1) * (run.epochs - epoch)
+        log(f"epoch {epoch}/{run.epochs}: loss {record['train_loss']:.2f}  test: {tests}  ({seconds:.1f}s"
+            + (f", about {fmt_seconds(left)} left)" if epoch < run.epochs else ")"))
     return new
 
 
-def _progress(batches, epoch, epochs, total, enabled):
+def _progress(batches, what: str, total: int, enabled: bool):
+    """A bar over an epoch's batches on a terminal (the epoch's own line is the log's)."""
     if not enabled:
         return batches
     from tqdm import tqdm
-    return tqdm(batches, desc=f"epoch {epoch}/{epochs}", total=total, unit="batch", leave=False, disable=None)
+    return tqdm(batches, desc=what, total=total, unit="batch", leave=False, disable=None)
 
 
 def _write_metrics(out_dir: str, history: list) -> None:

@@ -1,10 +1,11 @@
-"""Pictures: Graphviz DOT text of a recorded graph (``to_dot``), and PNG grids of images.
+"""Pictures: Graphviz DOT text of a recorded graph (``to_dot``), and grids of images as PNG or JPEG.
 
 No graphviz is needed to produce the DOT text; PNGs are written with Pillow.
 """
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 
@@ -59,9 +60,25 @@ def image_grid(images: np.ndarray, columns: int, padding: int = 2, scale: int = 
     return (grid * 255 + 0.5).astype(np.uint8)
 
 
-def save_png(path: str, picture: np.ndarray) -> None:
-    """Write a greyscale uint8 array as a PNG, atomically."""
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+MAX_PIXELS = 16_000_000       # well below Pillow's own limit for opening a file (89 megapixels)
+
+
+def image_format(path: str) -> str:
+    """The Pillow format a file name's suffix names; ValueError for a folder or any other suffix."""
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a folder; name a file such as {os.path.join(path, 'picture.png')}")
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"cannot write {path}: name a .png, .jpg or .jpeg file")
+    return IMAGE_FORMATS[suffix]
+
+
+def save_image(path: str, picture: np.ndarray) -> None:
+    """Write a uint8 picture (greyscale [H, W] or RGB [H, W, 3]) atomically, in the format its
+    suffix names (PNG, JPEG)."""
     from PIL import Image
+    fmt = image_format(path)
     buffer = io.BytesIO()
-    Image.fromarray(picture, mode="L").save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
+    Image.fromarray(picture).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    write_atomic(str(path), buffer.getvalue())

@@ -24,7 +24,7 @@ and implements
 
 and may override ``param_groups`` (parameters optimised separately, each group with its own
 optimizer), ``after_step`` (state changed after each optimizer step), ``eval_summary``
-(metrics of the whole test set). Capabilities are methods a family may have; the CLI and
+(metrics of the whole test set), ``notes`` (warnings about a run's length). Capabilities are methods a family may have; the CLI and
 the pictures use them only where present (``can``):
 
   sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior
@@ -90,6 +90,11 @@ class Model(nn.Module):
 
     def after_step(self, ctx: StepContext) -> None:
         """Called after every optimizer step (EMA codebooks, temperature schedules, ...)."""
+
+    def notes(self, total_steps: int) -> list:
+        """Lines worth saying before a run of ``total_steps`` optimizer steps (a schedule the
+        run will not finish, ...); the trainer logs them."""
+        return []
 
     @classmethod
     def can(cls, capability: str) -> bool:

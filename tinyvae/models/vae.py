@@ -56,6 +56,14 @@ class VAE(EncoderDecoder):
             loss = objectives.training_loss(terms, weight, o.free_bits)
         return {"loss": loss, "recon": terms["recon"], "kl": terms["kl"], "kl_weight": weight}
 
+    def notes(self, total_steps: int) -> list:
+        o = self.options
+        if o.kl_anneal == "linear" and o.warmup_steps > total_steps:
+            end = objectives.kl_weight("linear", total_steps, o.beta, o.warmup_steps)
+            return [f"--kl-anneal linear warms up over {o.warmup_steps} steps, but the run has {total_steps}: "
+                    f"the KL weight will end at {end:.3g}, not {o.beta:g} (lower --warmup-steps or train longer)"]
+        return []
+
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
         terms = objectives.elbo_terms(self, x, ctx.rng)
