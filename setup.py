@@ -8,9 +8,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tinyvae", "tinyvae.*", "kernels", "kernels.*"]),
-    install_requires=["numpy>=1.24", "numba>=0.59", "tqdm>=4.60", "pillow>=9.0", "safetensors>=0.4"],
+    install_requires=["numpy>=1.24", "numba>=0.59", "tqdm>=4.60", "pillow>=9.0", "safetensors>=0.4",
+                      "matplotlib>=3.6"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "numba-cuda>=0.10"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "numba-cuda>=0.10", "tensorboardX>=2.6"],
+        "tensorboard": ["tensorboardX>=2.6"],
         "cuda": ["cupy-cuda12x>=13", "numba-cuda>=0.10"],
     },
     entry_points={"console_scripts": ["tinyvae=tinyvae.cli:main"]},

@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out with the options it was trained with (--epochs: the new total)")
     t.add_argument("--overwrite", action="store_true", help="replace the run that --out holds")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard logs into DIR/tensorboard (needs tinyvae[tensorboard])")
     t.add_argument("--no-progress", action="store_true", help="no progress bars: one plain line per epoch")
     group = t.add_argument_group("run options")
     for f in fields(T.RunOptions):
@@ -127,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=_integer(0), default=0, help="seed of the binarization and the samples (default 0)")
     e.add_argument("--data-dir", default=None, help="folder holding <dataset>/*.gz (default: the run's)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar: one line per evaluation stage")
+
+    pl = sub.add_parser("plot", help="every picture of a run: learning curves, latent scatter, manifold, samples, "
+                                     "reconstructions", epilog="example: tinyvae plot runs/mnist -o plots/\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("run_dir", metavar="RUN", help="a run folder (holding checkpoint.safetensors)")
+    pl.add_argument("-o", "--out", default=None, help="folder to write them into (default: the run folder)")
+    pl.add_argument("--seed", type=_integer(0), default=0, help="seed of the samples (default 0)")
+    pl.add_argument("--data-dir", default=None, help="folder holding <dataset>/*.gz (default: the run's)")
 
     for name, (helptext, count, default, maximum, example) in PICTURES.items():
         s = sub.add_parser(name, help=helptext, epilog=f"example: tinyvae {name} RUN {example}\n",
@@ -194,14 +204,14 @@ def _train(args) -> None:
         given = vars(args)
         asked = {key: given[key] for key in ["model", *model_option_fields(), *(f.name for f in fields(T.RunOptions))]
                  if key in given}
-        T.resume(args.out, asked, progress=not args.no_progress, command=command)
+        T.resume(args.out, asked, progress=not args.no_progress, command=command, tensorboard=args.tensorboard)
     else:
         name, options, run = train_request(args)
         if args.out is None:
             args.out = os.path.join("runs", f"{models.resolve(name)[0]}-{run.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
             print(f"run folder: {args.out}")
         T.train(name, options, run, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                command=command)
+                command=command, tensorboard=args.tensorboard)
     print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
 
 
@@ -227,6 +237,17 @@ def _eval(args) -> None:
             continue
         label = EVAL_LABELS.get(key, key).format(iwae_k=result.get("iwae_k"), fd_samples=result.get("fd_samples"))
         print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
+
+
+def _plot(args) -> None:
+    model, run = T.load_model(args.run_dir)
+    run.data_dir, run.test_size = args.data_dir or run.data_dir, None
+    out = args.out or args.run_dir
+    os.makedirs(out, exist_ok=True)
+    history = T.saved_run.load(args.run_dir)["history"]
+    written = pictures.write_run_pictures(model, T.load_split(run, "test"), out, np.random.default_rng(args.seed),
+                                          history)
+    print(f"wrote {', '.join(os.path.join(out, name) for name in written)}")
 
 
 def _picture(args) -> None:
@@ -270,7 +291,7 @@ def main(argv: Optional[list] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"models": _models, "train": _train, "eval": _eval}
+    handlers = {"models": _models, "train": _train, "eval": _eval, "plot": _plot}
     try:
         handlers.get(args.command, _picture)(args)
     except (T.TrainingError, RunFolderBusy, CheckpointError, DataError, OSError) as e:   # first: CheckpointError

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -79,16 +80,45 @@ def interpolation_picture(model, split: Split, pairs: int = 8, steps: int = 10, 
     return image_grid(_tiles(model.decode(z.reshape(-1, means.shape[1]))), columns=steps)
 
 
-def write_epoch_pictures(model, test: Split, out_dir: str, rng: np.random.Generator) -> list:
-    """samples.png and reconstructions.png, each where the model can draw it; the names written."""
+def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generator, history: list,
+                       epoch: Optional[int] = None) -> list:
+    """Every picture the model can draw, into out_dir; the names written:
+
+      samples.png (and samples_epochNNN.png when ``epoch`` is given), reconstructions.png
+      with originals and reconstructions labelled, learning_curves.png from ``history``,
+      latent.png (test means by label) and manifold.png with its latent values on the axes.
+    """
+    from . import plots
     was_training = model.training
     model.eval()
     written = []
+
+    def write(name: str, draw) -> None:
+        draw(os.path.join(out_dir, name))
+        written.append(name)
+
     if model.can("sample"):
-        save_image(os.path.join(out_dir, "samples.png"), sample_picture(model, 64, rng))
-        written.append("samples.png")
+        picture = sample_picture(model, 64, rng)
+        write("samples.png", lambda path: save_image(path, picture))
+        if epoch is not None:
+            write(f"samples_epoch{epoch:03d}.png", lambda path: save_image(path, picture))
     if model.can("reconstruct"):
-        save_image(os.path.join(out_dir, "reconstructions.png"), reconstruction_picture(model, test))
-        written.append("reconstructions.png")
+        columns = 8
+        picture = reconstruction_picture(model, test, n=32, columns=columns)
+        rows = picture.shape[0] // ((test.spec.shape[-1] + 2) * 2)
+        write("reconstructions.png", lambda path: plots.grid_plot(
+            picture, path, "test images and their reconstructions", test.spec.shape[-1], 2, 2,
+            y_ticks=["original", "reconstruction"] * (rows // 2)))
+    if history:
+        write("learning_curves.png", lambda path: plots.learning_curves({"run": history}, path))
+    if all(model.can(c) for c in NEEDS["manifold"]):
+        write("latent.png", lambda path: plots.latent_scatter(model, test, path))
+        if model.encode(test.x[:1]).shape[1] >= 2:
+            n, span = 15, 2.5
+            picture, axes = manifold_picture(model, test, n=n, span=span)
+            ticks = [f"{v:.1f}" if i % 2 == 0 else "" for i, v in enumerate(np.linspace(-span, span, n))]
+            write("manifold.png", lambda path: plots.grid_plot(
+                picture, path, "decoded latent grid (other dimensions at 0)", test.spec.shape[-1], 2, 2,
+                x_ticks=ticks, y_ticks=ticks[::-1], x_label=f"z[{axes[0]}]", y_label=f"z[{axes[1]}]"))
     model.train(was_training)
     return written

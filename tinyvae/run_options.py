@@ -30,6 +30,8 @@ class RunOptions:
                                              "does; each epoch's metrics count the skipped updates", positive=True)
     divergence_factor: float = option(100.0, "stop when the loss stays above its running median + this multiple "
                                       "of |median| for --divergence-steps steps in a row (0: never)", minimum=0.0)
+    keep_samples: str = option("every", "samples_epochNNN.png for every epoch, or only samples.png, the last",
+                               choices=("every", "last"))
     divergence_steps: int = option(10, "steps in a row the loss must stay that high to stop the run", minimum=1)
 
     def validate(self) -> None:

@@ -29,6 +29,7 @@ from .models.base import StepContext
 from .progress import fmt_seconds, stage as progress_stage
 from .run_options import RESUME_MAY_CHANGE, RunOptions, run_options
 from .saved_run import CHECKPOINT, METRICS, load_model
+from .tensorboard_log import TensorBoardLog
 
 __all__ = ["RunOptions", "run_options", "train", "resume", "evaluate", "load_model", "TrainingError",
            "CHECKPOINT", "METRICS"]
@@ -78,12 +79,13 @@ def evaluate(model, split: data.Split, rng: np.random.Generator, batch_size: int
 
 
 def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, overwrite: bool = False,
-          progress: bool = True, log=print, command: Optional[list] = None) -> list:
+          progress: bool = True, log=print, command: Optional[list] = None, tensorboard: bool = False) -> list:
     """Train a new model, committing each epoch to out_dir: the checkpoint (model, optimizers,
     generator and the metrics of every epoch so far), then metrics.jsonl rewritten from it,
     then config.json (every file written atomically, so after any kill the folder holds one
-    consistent epoch), then the model's pictures. The folder is locked while training; one
-    that already holds a run is refused unless ``overwrite``. Returns the epoch metrics."""
+    consistent epoch), then the model's pictures (and, with ``tensorboard``, TensorBoard logs).
+    The folder is locked while training; one that already holds a run is refused unless
+    ``overwrite``. Returns the epoch metrics."""
     run.validate()
     with run_folder.lock(out_dir):
         if not overwrite and os.path.exists(saved_run.path_of(out_dir)):
@@ -93,11 +95,11 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, o
         parent = load_model(run.parent, run.device)[0] if run.parent else None
         model = models.build(model_name, model_options, data.SPECS[run.dataset], rng, parent).to(run.device)
         optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
-        return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command)
+        return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command, tensorboard)
 
 
 def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, log=print,
-           command: Optional[list] = None) -> list:
+           command: Optional[list] = None, tensorboard: bool = False) -> list:
     """Continue the run in out_dir exactly where it stopped, with every option it was trained
     with. ``asked``: the options typed with --resume ("model", model or run options); those
     in RESUME_MAY_CHANGE (epochs: the new total, device, data_dir) are taken, every other must
@@ -127,7 +129,7 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
         history = list(state["history"])
         _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
         return _epochs(model, optimizers, rng, run, out_dir, state["epoch"] + 1, state["step"], history,
-                       progress, log, command)
+                       progress, log, command, tensorboard)
 
 
 def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> None:
@@ -143,7 +145,8 @@ def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> 
                                 f"this command asks for {flag} {value}; leave it out to continue as trained")
 
 
-def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command) -> list:
+def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command,
+            tensorboard=False) -> list:
     train_split, test_split = load_split(run, "train"), load_split(run, "test")
     steps_per_epoch = -(-len(train_split) // run.batch_size)
     schedule = lr_schedule(run, steps_per_epoch)
@@ -152,6 +155,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
     guard = DivergenceGuard(run.divergence_factor, run.divergence_steps)
     for note in model.notes(steps_per_epoch * run.epochs):
         log(f"note: {note}")
+    board = TensorBoardLog(out_dir, {"model": model.config(), "run": asdict(run)}) if tensorboard else None
     new, started = [], time.perf_counter()
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
@@ -195,6 +199,8 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
             if bad:    # this state is never saved: the run stops with the last checkpoint written
                 raise stop(f"the update made {bad} weights non-finite (lr {lr:g})")
             model.after_step(ctx)
+            if board:
+                board.step(step, {"loss": value, "lr": lr, **{k: v for k, v in terms.items() if isinstance(v, (int, float))}})
             step += 1
             n = len(batch["y"])
             count += n
@@ -225,12 +231,17 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
         saved_run.save(out_dir, model, optimizers, rng, run, epoch, step, history)      # the commit point
         _write_metrics(out_dir, history)
         records.write_config(out_dir, model.config(), asdict(run), command)
-        pictures.write_epoch_pictures(model, test_split, out_dir, np.random.default_rng([run.seed, epoch, 1]))
+        drawn = pictures.write_run_pictures(model, test_split, out_dir, np.random.default_rng([run.seed, epoch, 1]),
+                                            history, epoch if run.keep_samples == "every" else None)
+        if board:
+            board.epoch(record, {name[:-4]: os.path.join(out_dir, name) for name in drawn if "_epoch" not in name})
         tests = "  ".join(f"{key[5:]} {value:.2f}" for key, value in record.items()
                           if key.startswith("test_") and isinstance(value, float))
         left = (time.perf_counter() - started) / (epoch - start_epoch + 1) * (run.epochs - epoch)
         log(f"epoch {epoch}/{run.epochs}: loss {record['train_loss']:.2f}  test: {tests}  ({seconds:.1f}s"
             + (f", about {fmt_seconds(left)} left)" if epoch < run.epochs else ")"))
+    if board:
+        board.close()
     return new
 
 

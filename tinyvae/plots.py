@@ -1,0 +1,124 @@
+"""Plots a person would rather look at than read, drawn off-screen with matplotlib: learning
+curves from the metrics history (one run or several overlaid), the test set's latent means
+coloured by label, the manifold with its latent values on the axes, and reconstructions with
+their originals labelled. Each is written atomically, in the format its file name's suffix
+names."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Optional
+
+import numpy as np
+
+from .atomic import write_atomic
+from .data import Split
+from .viz import image_format
+
+SKIP = ("epoch", "step", "seconds", "time", "iwae_k")
+TERMS = {"loss": "loss (minimised)", "elbo": "ELBO (nats)", "recon": "log p(x|z) (nats)",
+         "kl": "KL(q(z|x) ‖ p(z)) (nats)", "nll_iwae": "NLL, IWAE bound (nats)"}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig, path: str) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=image_format(path).lower())
+    write_atomic(str(path), buffer.getvalue())
+
+
+def _panels(histories: dict) -> dict:
+    """Panel title → [(run, split, epochs, values)]: train_X and test_X share the panel of X;
+    every other number (lr, kl_weight, active_units, ...) has its own."""
+    panels: dict = {}
+    for run, history in histories.items():
+        keys = [k for k in dict.fromkeys(k for r in history for k in r) if k not in SKIP]
+        for key in keys:
+            split, term = key.split("_", 1) if key.startswith(("train_", "test_")) else ("", key)
+            points = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))
+                      and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+            if points:
+                epochs, values = zip(*points)
+                panels.setdefault(TERMS.get(term, term), []).append((run, split, epochs, values))
+    return panels
+
+
+def learning_curves(histories: dict, path: str) -> None:
+    """One panel per term (train and test together) and per schedule or count, against the
+    epoch; ``histories``: run name → metrics records (one run: any name)."""
+    from matplotlib.ticker import MaxNLocator
+    panels = _panels(histories)
+    columns = min(3, max(1, len(panels)))
+    rows = max(1, -(-len(panels) // columns))
+    fig = _figure(4.2 * columns, 3.0 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, (title, lines) in zip(axes, panels.items()):
+        for run, split, epochs, values in lines:
+            label = " ".join(part for part in (run if len(histories) > 1 else "", split) if part) or None
+            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3,
+                    linestyle="--" if split == "test" else "-", label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    _save(fig, path)
+
+
+def latent_scatter(model, split: Split, path: str, n: int = 5000) -> str:
+    """The posterior means of up to ``n`` test examples, coloured by label: the latent itself
+    when it is 2-D, else its first two principal components (the axes say which). Returns
+    what the axes show."""
+    means = model.encode(split.x[:n]).astype(np.float64)
+    labels = split.y[:n]
+    d = means.shape[1]
+    if d == 2:
+        xy, axes = means, ("z₁", "z₂")
+    elif d == 1:
+        xy, axes = np.column_stack([means[:, 0], labels + np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))]), \
+            ("z", "label (jittered)")
+    else:
+        centred = means - means.mean(axis=0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        share = s ** 2 / np.sum(s ** 2)
+        xy = centred @ vt[:2].T
+        axes = (f"PC1 of the {d}-D latent means ({share[0]:.0%} of variance)",
+                f"PC2 ({share[1]:.0%} of variance)")
+    fig = _figure(6.4, 5.6)
+    ax = fig.subplots()
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=4, alpha=0.7)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(f"test set latent means ({len(labels)} examples)", fontsize=10)
+    _save(fig, path)
+    return " / ".join(axes)
+
+
+def grid_plot(picture: np.ndarray, path: str, title: str, tile: int, padding: int, scale: int,
+              x_ticks: Optional[list] = None, y_ticks: Optional[list] = None, x_label: str = "",
+              y_label: str = "") -> None:
+    """A picture of tiles (``viz.image_grid``) with tick labels at the tiles' centres."""
+    height, width = picture.shape
+    fig = _figure(max(4.0, width / 90), max(3.0, height / 90) + 0.6)
+    ax = fig.subplots()
+    ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    centre = lambda i: (padding + i * (tile + padding) + tile / 2) * scale - 0.5   # noqa: E731
+    for ticks, set_ticks, set_labels in ((x_ticks, ax.set_xticks, ax.set_xticklabels),
+                                         (y_ticks, ax.set_yticks, ax.set_yticklabels)):
+        if ticks is None:
+            set_ticks([])
+        else:
+            set_ticks([centre(i) for i in range(len(ticks))])
+            set_labels(ticks, fontsize=7)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
