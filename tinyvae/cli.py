@@ -23,6 +23,7 @@ from .checkpoint import CheckpointError
 from .data import DataError
 from .run_folder import RunFolderBusy
 from .options import flag, value_type
+from .report import write_report
 from .viz import image_format, save_image
 
 PICTURES = {   # command: (help, its count option, default, most, example)
@@ -138,6 +139,12 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=_integer(0), default=0, help="seed of the samples (default 0)")
     pl.add_argument("--data-dir", default=None, help="folder holding <dataset>/*.gz (default: the run's)")
 
+    r = sub.add_parser("report", help="one self-contained HTML page comparing runs",
+                       epilog="example: tinyvae report runs/beta1 runs/beta4 -o report.html\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("run_dirs", metavar="RUN", nargs="+", help="run folders to compare")
+    r.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default report.html)")
+
     for name, (helptext, count, default, maximum, example) in PICTURES.items():
         s = sub.add_parser(name, help=helptext, epilog=f"example: tinyvae {name} RUN {example}\n",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,6 +257,13 @@ def _plot(args) -> None:
     print(f"wrote {', '.join(os.path.join(out, name) for name in written)}")
 
 
+def _report(args) -> None:
+    if not args.output.lower().endswith((".html", ".htm")):
+        raise ValueError(f"cannot write {args.output}: name an .html file")
+    write_report(args.run_dirs, args.output)
+    print(f"wrote {args.output}")
+
+
 def _picture(args) -> None:
     model, run = T.load_model(args.run_dir)
     pictures.require(model, args.command)
@@ -291,7 +305,7 @@ def main(argv: Optional[list] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"models": _models, "train": _train, "eval": _eval, "plot": _plot}
+    handlers = {"models": _models, "train": _train, "eval": _eval, "plot": _plot, "report": _report}
     try:
         handlers.get(args.command, _picture)(args)
     except (T.TrainingError, RunFolderBusy, CheckpointError, DataError, OSError) as e:   # first: CheckpointError

@@ -32,10 +32,11 @@ def _save(fig, path: str) -> None:
 
 
 def _panels(histories: dict) -> dict:
-    """Panel title → [(run, split, epochs, values)]: train_X and test_X share the panel of X;
-    every other number (lr, kl_weight, active_units, ...) has its own."""
+    """Panel title → [(run index, run, split, epochs, values)]: train_X and test_X share the
+    panel of X; every other number (lr, kl_weight, active_units, ...) has its own, unless it
+    never changes in any run (a constant schedule says nothing as a curve)."""
     panels: dict = {}
-    for run, history in histories.items():
+    for i, (run, history) in enumerate(histories.items()):
         keys = [k for k in dict.fromkeys(k for r in history for k in r) if k not in SKIP]
         for key in keys:
             split, term = key.split("_", 1) if key.startswith(("train_", "test_")) else ("", key)
@@ -43,13 +44,14 @@ def _panels(histories: dict) -> dict:
                       and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
             if points:
                 epochs, values = zip(*points)
-                panels.setdefault(TERMS.get(term, term), []).append((run, split, epochs, values))
-    return panels
+                panels.setdefault(TERMS.get(term, term), []).append((i, run, split, epochs, values))
+    return {title: lines for title, lines in panels.items()
+            if any(line[2] for line in lines) or len({v for line in lines for v in line[4]}) > 1}
 
 
 def learning_curves(histories: dict, path: str) -> None:
-    """One panel per term (train and test together) and per schedule or count, against the
-    epoch; ``histories``: run name → metrics records (one run: any name)."""
+    """One panel per term (train solid, test dashed) and per schedule or count that changes,
+    against the epoch; ``histories``: run name → metrics records, one colour per run."""
     from matplotlib.ticker import MaxNLocator
     panels = _panels(histories)
     columns = min(3, max(1, len(panels)))
@@ -57,9 +59,9 @@ def learning_curves(histories: dict, path: str) -> None:
     fig = _figure(4.2 * columns, 3.0 * rows)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax, (title, lines) in zip(axes, panels.items()):
-        for run, split, epochs, values in lines:
+        for i, run, split, epochs, values in lines:
             label = " ".join(part for part in (run if len(histories) > 1 else "", split) if part) or None
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3,
+            ax.plot(epochs, values, color=f"C{i % 10}", marker="o" if len(epochs) < 30 else None, markersize=3,
                     linestyle="--" if split == "test" else "-", label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
