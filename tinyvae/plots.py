@@ -82,7 +82,7 @@ def latent_scatter(model, split: Split, path: str, n: int = 5000) -> str:
     labels = split.y[:n]
     d = means.shape[1]
     if d == 2:
-        xy, axes = means, ("z₁", "z₂")
+        xy, axes = means, ("z[0]", "z[1]")
     elif d == 1:
         xy, axes = np.column_stack([means[:, 0], labels + np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))]), \
             ("z", "label (jittered)")
