@@ -197,6 +197,8 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["train", "--epochs", "two"], "invalid int value: 'two'"),
     (["train", "--lr", "0"], "--lr must be positive"),
     (["train", "--lr", "nan"], "--lr must be a finite number"),
+    (["train", "--beta", "nan"], "--beta must be a finite number"),
+    (["train", "--resume"], "--resume continues the run in --out with its own options: give --out RUN"),
     (["train", "--model", "ae", "--beta", "2"], "model 'ae' does not take --beta (its options: --arch, --code-penalty, --latent-dim)"),
     (["train", "--model", "conv", "--arch", "mlp"], "--model conv means --model vae --arch conv"),
     (["train", "--arch", "resnet"], "argument --arch: invalid choice: 'resnet'"),
