@@ -13,6 +13,10 @@ MODELS = [
     ("ae", {"arch": "mlp", "latent_dim": 3}),
     ("ae", {"arch": "conv", "latent_dim": 3}),
     ("ae", {"arch": "mlp", "latent_dim": 2, "code_penalty": 0.0}),
+    ("vqvae", {"num_codes": 8, "code_dim": 3, "hidden": 4, "codebook": "loss", "codebook_init": "uniform"}),
+    ("vqvae", {"num_codes": 8, "code_dim": 3, "hidden": 4, "dead_code_steps": 2}),
+    ("vqvae", {"num_codes": 6, "code_dim": 2, "hidden": 4, "likelihood": "bernoulli", "codebook": "loss",
+               "dead_code_steps": 1}),
 ]
 
 # a small image data set for the gradient checks (the conv networks need sides divisible by 4)

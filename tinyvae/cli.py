@@ -267,24 +267,22 @@ def _report(args) -> None:
 def _picture(args) -> None:
     model, run = T.load_model(args.run_dir)
     pictures.require(model, args.command)
-    run.data_dir = args.data_dir or run.data_dir
+    run.data_dir, run.test_size = args.data_dir or run.data_dir, None
     rng = np.random.default_rng(args.seed)
     image_format(args.output)       # a bad file name is refused before any work
+    test = T.load_split(run, "test") if args.command != "sample" else None
     if args.command == "sample":
-        picture = pictures.sample_picture(model, args.count, rng)
+        save_image(args.output, pictures.sample_picture(model, args.count, rng))
+    elif args.command == "reconstruct":      # the picture training draws, its rows named
+        pictures.labelled_reconstructions(model, test, args.output, n=args.count)
+    elif args.command == "manifold":
+        picture, axes = pictures.manifold_picture(model, test, n=args.count)
+        if model.latent_dim != 2:
+            print(f"latent is {model.latent_dim}-D: varying dimensions {axes[0]} and {axes[1]} "
+                  f"(the most active), the rest held at 0")
+        save_image(args.output, picture)
     else:
-        run.test_size = None
-        test = T.load_split(run, "test")
-        if args.command == "reconstruct":
-            picture = pictures.reconstruction_picture(model, test, n=args.count)
-        elif args.command == "manifold":
-            picture, axes = pictures.manifold_picture(model, test, n=args.count)
-            if model.latent_dim != 2:
-                print(f"latent is {model.latent_dim}-D: varying dimensions {axes[0]} and {axes[1]} "
-                      f"(the most active), the rest held at 0")
-        else:
-            picture = pictures.interpolation_picture(model, test, pairs=args.count, rng=rng)
-    save_image(args.output, picture)
+        save_image(args.output, pictures.interpolation_picture(model, test, pairs=args.count, rng=rng))
     print(f"wrote {args.output}")
 
 

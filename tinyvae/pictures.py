@@ -53,6 +53,15 @@ def reconstruction_picture(model, split: Split, n: int = 32, columns: int = 8) -
     return image_grid(np.stack(tiles), columns)
 
 
+def labelled_reconstructions(model, split: Split, path: str, n: int = 32, columns: int = 8) -> None:
+    """``reconstruction_picture`` with each row named (original / reconstruction), drawn to ``path``."""
+    from . import plots
+    picture = reconstruction_picture(model, split, n=n, columns=columns)
+    rows = picture.shape[0] // ((split.spec.shape[-1] + 2) * 2)
+    plots.grid_plot(picture, path, "test images and their reconstructions", split.spec.shape[-1], 2, 2,
+                    y_ticks=["original", "reconstruction"] * (rows // 2))
+
+
 def manifold_picture(model, split: Split, n: int = 20, span: float = 2.5) -> tuple:
     """(picture, axes): the decoded grid over two latent axes in [−span, span], the others at
     0. For latents wider than two, the axes are the two whose posterior means vary most."""
@@ -86,7 +95,8 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
 
       samples.png (and samples_epochNNN.png when ``epoch`` is given), reconstructions.png
       with originals and reconstructions labelled, learning_curves.png from ``history``,
-      latent.png (test means by label) and manifold.png with its latent values on the axes.
+      latent.png (test means by label) and manifold.png with its latent values on the axes,
+      code_usage.png for a model with discrete codes.
     """
     from . import plots
     was_training = model.training
@@ -103,12 +113,9 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
         if epoch is not None:
             write(f"samples_epoch{epoch:03d}.png", lambda path: save_image(path, picture))
     if model.can("reconstruct"):
-        columns = 8
-        picture = reconstruction_picture(model, test, n=32, columns=columns)
-        rows = picture.shape[0] // ((test.spec.shape[-1] + 2) * 2)
-        write("reconstructions.png", lambda path: plots.grid_plot(
-            picture, path, "test images and their reconstructions", test.spec.shape[-1], 2, 2,
-            y_ticks=["original", "reconstruction"] * (rows // 2)))
+        write("reconstructions.png", lambda path: labelled_reconstructions(model, test, path))
+    if model.can("codes"):
+        write("code_usage.png", lambda path: plots.code_usage(model.codes(test.x[:2000]), model.num_codes, path))
     if history:
         write("learning_curves.png", lambda path: plots.learning_curves({"run": history}, path))
     if all(model.can(c) for c in NEEDS["manifold"]):

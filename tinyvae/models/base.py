@@ -9,6 +9,9 @@ A family is one ``Model`` subclass in its own file, registered by name
   inputs                       'binary' (the data's pixels binarized, dynamically in training)
                                or 'continuous'
   eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...)
+  straight_through             prefixes of the parameters whose gradient is an estimate, not
+                               the loss's derivative (a straight-through estimator's); the
+                               catalog gradchecks the others and checks these get a gradient
   needs_parent                 True for a second-stage model (a prior over another run's
                                codes): it is built with ``parent``, that run's trained model
                                (``--parent RUN``), which it uses but does not train
@@ -32,6 +35,8 @@ the pictures use them only where present (``can``):
   decode(z)            images [N, *spec.shape] from latent points
   reconstruct(x)       images [N, *spec.shape]
   log_weights(x, k, rng)   log p(x, z_k) − log q(z_k|x), [k, N], for the IWAE bound
+  codes(x)             discrete codes [N, ...] (integer indices into ``num_codes``)
+  decode_codes(c)      images [N, *spec.shape] from discrete codes
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ from .. import nn
 from ..data import DataSpec
 from ..options import check
 
-CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights")
+CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights", "codes", "decode_codes")
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Model(nn.Module):
     inputs: ClassVar[str] = "binary"
     eval_keys: ClassVar[tuple] = ()
     needs_parent: ClassVar[bool] = False
+    straight_through: ClassVar[tuple] = ()
 
     def __init__(self, options, spec: DataSpec, parent: Optional["Model"] = None):
         super().__init__()

@@ -69,7 +69,9 @@ class VectorQuantizer(Module):
             object.__setattr__(self, "_ema_codes", view)
         return view
 
-    def forward(self, z_e: Tensor) -> VQOutput:
+    def forward(self, z_e: Tensor, rng=None) -> VQOutput:
+        """``rng``: the generator dead-code restarts draw from (default: the layer's own), so a
+        trainer can pass its run's generator and a resumed run restarts the same codes."""
         channels_first = z_e.ndim == 4
         if z_e.shape[1 if channels_first else -1] != self.dim or z_e.ndim not in (2, 4):
             raise ValueError(f"VectorQuantizer(dim={self.dim}): expected [N, {self.dim}] or [B, {self.dim}, H, W], "
@@ -80,7 +82,7 @@ class VectorQuantizer(Module):
         xp = backend.array_module(index)
         counts = xp.bincount(index, minlength=self.num_codes)
         if self.training:
-            self._track_usage(counts, flat.data)
+            self._track_usage(counts, flat.data, rng)
             if self.ema:
                 self._ema_step(flat.data, index)
                 codes = self._codes()
@@ -107,7 +109,7 @@ class VectorQuantizer(Module):
         self.codebook[...] = self.ema_sum / smoothed[:, None]
         self._codes().mark_written()
 
-    def _track_usage(self, counts, flat) -> None:
+    def _track_usage(self, counts, flat, rng=None) -> None:
         """Count steps since each code was last used; restart codes past the threshold. The
         bookkeeping runs on the CPU (K numbers); ``unused_steps`` stays on the layer's device."""
         steps = backend.to_device(self.unused_steps, "cpu").copy()
@@ -116,7 +118,7 @@ class VectorQuantizer(Module):
         steps[~used] += 1
         dead = np.flatnonzero(steps >= self.dead_code_threshold) if self.dead_code_threshold else []
         if len(dead):
-            rows = get_rng(self.rng).integers(0, len(flat), len(dead))
+            rows = get_rng(rng if rng is not None else self.rng).integers(0, len(flat), len(dead))
             codes = self.codebook_array()
             device = backend.device_of(codes)
             fresh = backend.to_device(backend.to_device(flat, "cpu")[rows], device).astype(codes.dtype)
