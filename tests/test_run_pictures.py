@@ -71,6 +71,13 @@ def test_learning_curves_overlay_several_runs(two_d, tmp_path):
     drawn(tmp_path / "both.png")
 
 
+def test_the_kl_of_each_latent_dimension_is_recorded_and_sums_to_the_kl(two_d):
+    for line in (two_d / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert len(record["kl_per_dim"]) == 2
+        assert sum(record["kl_per_dim"]) == pytest.approx(record["test_kl"], rel=1e-5)
+
+
 def test_metrics_lines_carry_wall_clock_time(two_d):
     for line in (two_d / "metrics.jsonl").read_text().splitlines():
         stamp = datetime.strptime(json.loads(line)["time"], "%Y-%m-%dT%H:%M:%S%z")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -35,7 +34,8 @@ PICTURE_COUNTS = {"n": "how many images", "grid": "points per side of the grid",
                   "pairs": "pairs of test images, one row each"}
 EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
                "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units",
-               "sample_fd": "sample FD ({fd_samples} samples)"}
+               "sample_fd": "sample FD ({fd_samples} samples)",
+               "kl_per_dim": "KL per dimension (nats)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -236,14 +236,16 @@ def _eval(args) -> None:
                                                 n=args.fd_samples, show=not args.no_progress)
         result["fd_samples"] = args.fd_samples
     if args.json:    # strict JSON: a value that is not finite is null
-        print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in result.items()},
-                         allow_nan=False))
+        print(json.dumps(records.strict(result), allow_nan=False))
         return
     for key, value in result.items():
         if key in ("iwae_k", "fd_samples"):
             continue
         label = EVAL_LABELS.get(key, key).format(iwae_k=result.get("iwae_k"), fd_samples=result.get("fd_samples"))
-        print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
+        if isinstance(value, list):        # one number per latent dimension: its range here, all of them in --json
+            print(f"{label:<28} {min(value):>10.2f} to {max(value):.2f} over {len(value)} dimensions")
+        else:
+            print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
 
 
 def _plot(args) -> None:

@@ -69,9 +69,30 @@ def learning_curves(histories: dict, path: str) -> None:
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=8)
-    for ax in axes[len(panels):]:
+    spare = list(axes[len(panels):])
+    if len(histories) == 1 and spare:
+        _per_dimension(spare.pop(0), next(iter(histories.values())))
+    for ax in spare:
         ax.set_visible(False)
     _save(fig, path)
+
+
+def _per_dimension(ax, history: list, key: str = "kl_per_dim") -> None:
+    """A heat map of a per-dimension metric (the KL of each latent dimension) over the epochs."""
+    rows = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), list) and r[key]]
+    if not rows:
+        ax.set_visible(False)
+        return
+    epochs, values = zip(*rows)
+    image = ax.imshow(np.array(values, np.float64).T, aspect="auto", origin="lower", cmap="viridis",
+                      extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, len(values[0]) - 0.5), interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax, label="nats")
+    ax.set_title("KL per latent dimension (test)", fontsize=10)
+    ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("dimension")
 
 
 def latent_scatter(model, split: Split, path: str, n: int = 5000) -> str:

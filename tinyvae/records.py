@@ -4,6 +4,7 @@ written before model families into today's layout."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -14,6 +15,16 @@ from .atomic import write_atomic
 from .checkpoint import CheckpointError
 
 CONFIG = "config.json"
+
+
+def strict(value):
+    """``value`` with every float that is not finite replaced by None (JSON's null), through
+    lists and dicts: what tinyvae writes as JSON is strict JSON."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _git_commit() -> Optional[str]:

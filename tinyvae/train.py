@@ -224,8 +224,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
         if run.skip_grad_norm is not None:
             record["skipped_steps"] = skipped
         record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device))
-        record = {key: value if not isinstance(value, float) or math.isfinite(value) else None
-                  for key, value in record.items()}
+        record = records.strict(record)
         history.append(record)
         new.append(record)
         saved_run.save(out_dir, model, optimizers, rng, run, epoch, step, history)      # the commit point

@@ -37,7 +37,7 @@ class VAE(EncoderDecoder):
     description = "Gaussian VAE with Bernoulli pixels; β, KL annealing, free bits, IWAE training"
     section = "21.2, 21.3.1"
     Options = VAEOptions
-    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units")
+    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
 
     def __init__(self, options: VAEOptions, spec, rng=None):
         if options.iwae_k > 1 and (options.beta != 1 or options.kl_anneal != "none" or options.free_bits):
@@ -70,7 +70,11 @@ class VAE(EncoderDecoder):
         metrics = {key: terms[key] for key in ("elbo", "recon", "kl")}
         if iwae_k:
             metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
-        return metrics, {"mu": terms["mu"]}
+        return metrics, {"mu": terms["mu"], "kl_dims": terms["kl_dims"]}
+
+    def eval_summary(self, kept: dict) -> dict:
+        """Active units, and the test set's mean KL of each latent dimension (nats)."""
+        return {**super().eval_summary(kept), "kl_per_dim": [float(v) for v in kept["kl_dims"].mean(axis=0)]}
 
     def prior(self) -> StandardNormal:
         """p(z) = N(0, I)."""
