@@ -1,7 +1,13 @@
 """Every registered model, built small: the options of each tiny instance the generated tests
 in test_model_catalog.py check. A family that is registered but missing here fails
 ``test_every_registered_model_is_in_the_catalog``; adding its entries gives it every test."""
+import numpy as np
+
+from tinyvae import models
 from tinyvae.data import DataSpec
+
+# the parent a second-stage family is built on (and trained, for the run tests): its name and options
+PARENTS = {"pixelcnn-prior": ("vqvae", {"num_codes": 6, "code_dim": 3, "hidden": 4, "codebook_init": "uniform"})}
 
 # (model name, options): each family in each of its architectures, latent kept small
 MODELS = [
@@ -17,10 +23,22 @@ MODELS = [
     ("vqvae", {"num_codes": 8, "code_dim": 3, "hidden": 4, "dead_code_steps": 2}),
     ("vqvae", {"num_codes": 6, "code_dim": 2, "hidden": 4, "likelihood": "bernoulli", "codebook": "loss",
                "dead_code_steps": 1}),
+    ("pixelcnn-prior", {"channels": 4, "blocks": 2}),
+    ("pixelcnn-prior", {"channels": 3, "blocks": 3, "kernel": 5, "conditional": "class"}),
 ]
 
 # a small image data set for the gradient checks (the conv networks need sides divisible by 4)
 TINY_IMAGES = DataSpec("tiny", (1, 8, 8), "images", 10)
+
+
+def build(name, options, seed, spec=None):
+    """The model of a catalog entry (with its parent, built from the same seed, if it needs one)."""
+    spec = spec or TINY_IMAGES
+    parent = None
+    if name in PARENTS:
+        parent_name, parent_options = PARENTS[name]
+        parent = models.build(parent_name, parent_options, spec, np.random.default_rng(seed + 100))
+    return models.build(name, options, spec, np.random.default_rng(seed), parent)
 
 
 def ids():

@@ -13,7 +13,7 @@ from tinyvae import train as T
 from tinyvae.models.base import StepContext
 
 from helpers import to_float64
-from model_catalog import MODELS, TINY_IMAGES, ids
+from model_catalog import MODELS, PARENTS, TINY_IMAGES, build, ids
 
 CASES = pytest.mark.parametrize("name, options", MODELS, ids=ids())
 
@@ -38,7 +38,7 @@ def test_every_registered_model_is_in_the_catalog():
 
 @CASES
 def test_one_step_on_a_fixed_batch_lowers_the_loss(name, options):
-    model = models.build(name, options, TINY_IMAGES, np.random.default_rng(1))
+    model = build(name, options, 1)
     batch = batch_of(model, tiny_split())
     before = loss_of(model, batch)
     opts = {group: optim.Adam(params, lr=1e-3) for group, params in model.param_groups().items()}
@@ -53,7 +53,7 @@ def test_loss_gradients_match_finite_differences(name, options):
     """In eval mode, so state updates (EMA codebooks, running statistics) stay out of the
     finite differences; parameters behind a straight-through estimator get a gradient, which
     is not the loss's derivative and so is not compared with one."""
-    model = to_float64(models.build(name, options, TINY_IMAGES, np.random.default_rng(2))).eval()
+    model = to_float64(build(name, options, 2)).eval()
     batch = batch_of(model, tiny_split(n=4), np.float64)
     loss_of(model, batch)                         # any first-batch initialisation happens here
     estimated = type(model).straight_through
@@ -68,10 +68,11 @@ def test_loss_gradients_match_finite_differences(name, options):
 
 @CASES
 def test_save_and_load_give_the_same_outputs(name, options, tmp_path):
-    model = models.build(name, options, TINY_IMAGES, np.random.default_rng(3))
+    model = build(name, options, 3)
     checkpoint.save(tmp_path / "m.safetensors", {"model": model.state_dict(), "config": model.config()})
     state = checkpoint.load(tmp_path / "m.safetensors")
-    again = models.build(state["config"]["name"], state["config"]["options"], TINY_IMAGES, np.random.default_rng(9))
+    again = models.build(state["config"]["name"], state["config"]["options"], TINY_IMAGES, np.random.default_rng(9),
+                         model.parent)
     again.load_state_dict(state["model"])
     batch = batch_of(model, tiny_split())
     assert loss_of(again, batch)["loss"].item() == loss_of(model, batch)["loss"].item()
@@ -80,7 +81,7 @@ def test_save_and_load_give_the_same_outputs(name, options, tmp_path):
 
 @CASES
 def test_evaluation_has_the_documented_keys_and_finite_values(name, options):
-    model = models.build(name, options, TINY_IMAGES, np.random.default_rng(4))
+    model = build(name, options, 4)
     result = T.evaluate(model, tiny_split(), np.random.default_rng(0), batch_size=5,
                         iwae_k=3 if model.can("log_weights") else 0)
     assert set(result) == set(type(model).eval_keys)
@@ -89,7 +90,7 @@ def test_evaluation_has_the_documented_keys_and_finite_values(name, options):
 
 @CASES
 def test_declared_capabilities_have_the_right_shapes(name, options):
-    model = models.build(name, options, TINY_IMAGES, np.random.default_rng(5))
+    model = build(name, options, 5)
     split, shape = tiny_split(n=6), TINY_IMAGES.shape
     latent = None
     if model.can("encode"):
@@ -112,6 +113,11 @@ def test_declared_capabilities_have_the_right_shapes(name, options):
 @CASES
 def test_a_run_resumed_after_epoch_one_equals_the_uninterrupted_run(name, options, tmp_path):
     run = T.RunOptions(epochs=2, batch_size=32, train_size=96, test_size=40, seed=5)
+    if name in PARENTS:
+        parent_name, parent_options = PARENTS[name]
+        T.train(parent_name, parent_options, T.RunOptions(epochs=1, batch_size=32, train_size=96, test_size=40),
+                str(tmp_path / "parent"), progress=False, log=lambda *a: None)
+        run.parent = str(tmp_path / "parent")
     whole = T.train(name, options, run, str(tmp_path / "whole"), progress=False, log=lambda *a: None)
     T.train(name, options, T.RunOptions(**{**run.__dict__, "epochs": 1}), str(tmp_path / "parts"), progress=False,
             log=lambda *a: None)

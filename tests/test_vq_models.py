@@ -1,0 +1,84 @@
+"""The VQ family end to end: a vqvae run, a PixelCNN prior trained on its codes with --parent,
+samples through the parent's decoder; whole-test-set code statistics; k-means initialisation;
+parents that are missing, of another kind, or changed since, each refused in one line."""
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from tinyvae import checkpoint, cli, models
+from tinyvae import train as T
+
+SMALL = ["--train-size", "128", "--test-size", "64", "--batch-size", "64", "--no-progress", "--seed", "6"]
+TINY_VQ = ["--num-codes", "16", "--code-dim", "4", "--hidden", "8"]
+
+
+def run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vq")
+    assert run("train", "--model", "vqvae", "--epochs", 1, *TINY_VQ, "--out", root / "vq", *SMALL) == 0
+    assert run("train", "--model", "pixelcnn-prior", "--parent", root / "vq", "--channels", 8, "--blocks", 2,
+               "--epochs", 2, "--out", root / "prior", *SMALL) == 0
+    return root
+
+
+def one_line(capsys, code, expected, pattern):
+    err = capsys.readouterr().err
+    assert code == expected, err
+    assert err.count("\n") == 1 and err.startswith("tinyvae: error:") and pattern in err, err
+
+
+def test_the_prior_learns_the_codes_and_samples_through_the_parent(runs, tmp_path):
+    import json
+    first, last = [json.loads(line) for line in (runs / "prior" / "metrics.jsonl").read_text().splitlines()]
+    assert last["test_nll"] < first["test_nll"] < last["uniform_nll"] == pytest.approx(49 * math.log(16))
+    assert last["bits_per_code"] == pytest.approx(last["test_nll"] / 49 / math.log(2))
+    assert (runs / "prior" / "samples.png").is_file() and (runs / "vq" / "code_usage.png").is_file()
+    model, _ = T.load_model(str(runs / "prior"))
+    a, b = model.sample(3, np.random.default_rng(4)), model.sample(3, np.random.default_rng(4))
+    assert a.shape == (3, 1, 28, 28) and np.array_equal(a, b)                 # reproducible under the seed
+
+
+def test_code_statistics_are_over_the_whole_test_set():
+    model = models.build("vqvae", {"num_codes": 4, "code_dim": 2, "hidden": 2})
+    summary = model.eval_summary({"codes": np.array([[0, 0], [1, 0]])})
+    assert summary["codes_used"] == 0.5
+    assert summary["perplexity"] == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+
+
+def test_kmeans_initialisation_happens_once_and_is_kept(runs):
+    state = checkpoint.load(runs / "vq" / "checkpoint.safetensors")
+    assert state["model"]["initialised"].tolist() == [1]
+    model, _ = T.load_model(str(runs / "vq"))
+    book = model.quantizer.codebook_array()
+    assert len(np.unique(book.round(6), axis=0)) == 16                        # distinct codes from data
+
+
+def test_a_missing_parent_is_refused(tmp_path, capsys):
+    code = run("train", "--model", "pixelcnn-prior", "--parent", tmp_path / "none", "--out", tmp_path / "p", *SMALL)
+    one_line(capsys, code, 1, "no checkpoint in")
+
+
+def test_a_parent_without_codes_is_refused(tmp_path, capsys):
+    assert run("train", "--epochs", 1, "--latent-dim", 2, "--out", tmp_path / "vae", *SMALL) == 0
+    capsys.readouterr()
+    code = run("train", "--model", "pixelcnn-prior", "--parent", tmp_path / "vae", "--out", tmp_path / "p", *SMALL)
+    one_line(capsys, code, 2, "pixelcnn-prior needs a parent run with discrete codes (a vqvae run); the parent is a 'vae'")
+
+
+def test_a_prior_whose_parent_changed_is_refused(runs, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy)
+    parent = copy / "vq" / "checkpoint.safetensors"
+    state = checkpoint.load(parent)
+    state["model"]["decoder.0.bias"] = state["model"]["decoder.0.bias"] + 1      # another parent, valid checksum
+    checkpoint.save(parent, state)
+    config = checkpoint.load(copy / "prior" / "checkpoint.safetensors")
+    config["run"]["parent"] = str(copy / "vq")
+    checkpoint.save(copy / "prior" / "checkpoint.safetensors", config)
+    one_line(capsys, run("sample", copy / "prior", "-o", tmp_path / "s.png"), 1, "the parent run has changed")
