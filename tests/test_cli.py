@@ -63,8 +63,9 @@ def test_resume_continues_exactly(trained, tmp_path):
 def test_eval_json_has_the_documented_keys(trained, capsys):
     assert run("eval", trained, "--iwae-k", 5, "--test-size", 32, "--json", "--fd-samples", 0) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units"}
+    assert set(result) == {"test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim"}
     assert result["test_elbo"] < 0 and result["iwae_k"] == 5
+    assert len(result["kl_per_dim"]) == 50 and sum(result["kl_per_dim"]) == pytest.approx(result["test_kl"], rel=1e-5)
     assert result["test_nll_iwae"] <= -result["test_elbo"] + 1.0   # IWAE bound is tighter than the ELBO
     assert run("eval", trained, "--iwae-k", 2, "--test-size", 16, "--fd-samples", 0) == 0
     assert "NLL, IWAE K=2" in capsys.readouterr().out
