@@ -82,3 +82,24 @@ def test_a_prior_whose_parent_changed_is_refused(runs, tmp_path, capsys):
     config["run"]["parent"] = str(copy / "vq")
     checkpoint.save(copy / "prior" / "checkpoint.safetensors", config)
     one_line(capsys, run("sample", copy / "prior", "-o", tmp_path / "s.png"), 1, "the parent run has changed")
+
+
+def test_dead_code_restarts_draw_from_the_runs_generator():
+    """Restarts take encoder outputs picked with the step's generator: the same seed restarts
+    the same codes with the same vectors, another seed other vectors (the catalog's resume
+    test then shows a resumed run restarting exactly as an uninterrupted one)."""
+    import tinyvae as tv
+    from tinyvae.models.base import StepContext
+    x = tv.tensor(np.random.default_rng(0).random((16, 784)).astype(np.float32))
+
+    def codebook_after(seed, dead_code_steps):
+        model = models.build("vqvae", {"num_codes": 32, "code_dim": 3, "hidden": 4, "codebook_init": "uniform",
+                                       "dead_code_steps": dead_code_steps}, rng=np.random.default_rng(1))
+        rng = np.random.default_rng(seed)
+        for step in range(2):
+            model.loss({"x": x, "y": np.zeros(16, np.int64)}, StepContext(step=step, epoch=1, rng=rng))
+        return model.quantizer.codebook_array().copy()
+
+    never, a, b, other = (codebook_after(5, 0), codebook_after(5, 1), codebook_after(5, 1), codebook_after(6, 1))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, never) and not np.array_equal(a, other)
