@@ -68,13 +68,13 @@ def _integer(minimum: int, maximum: Optional[int] = None, why: str = ""):
 
 
 def model_option_fields() -> dict:
-    """Option name → (a family's Options class, field, [(model, default), ...]) over every family."""
+    """Option name → (a family's Options class, field, [(model, default, help), ...]) over every family."""
     merged = {}
     for name in models.names():
         cls = models.get(name).Options
         for f in fields(cls):
             entry = merged.setdefault(f.name, (cls, f, []))
-            entry[2].append((name, f.default if f.default is not MISSING else None))
+            entry[2].append((name, f.default if f.default is not MISSING else None, f.metadata["help"]))
     return merged
 
 
@@ -113,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
         _add_option(group, T.RunOptions, f, f"{f.metadata['help']} (default {_default_text(f.default)})")
     group = t.add_argument_group("model options (each taken only by the models named)")
     for cls, f, takers in model_option_fields().values():
-        _add_option(group, cls, f, f"{f.metadata['help']}; models: {', '.join(n for n, _ in takers)}; default "
-                    + ", ".join(f"{_default_text(d)} ({n})" for n, d in takers))
+        helps = {h for _, _, h in takers}       # one meaning, or each family's own (--beta: KL or commitment)
+        meaning = helps.pop() if len(helps) == 1 else "; ".join(f"{n}: {h}" for n, _, h in takers)
+        _add_option(group, cls, f, f"{meaning}; models: {', '.join(n for n, _, _ in takers)}; default "
+                    + ", ".join(f"{_default_text(d)} ({n})" for n, d, _ in takers))
 
     e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)",
                        epilog="example: tinyvae eval runs/vae-mnist-20261202-101500 --iwae-k 100 --json\n",
