@@ -94,7 +94,7 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, o
         rng = np.random.default_rng(run.seed)
         parent = load_model(run.parent, run.device)[0] if run.parent else None
         model = models.build(model_name, model_options, data.SPECS[run.dataset], rng, parent).to(run.device)
-        optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
+        optimizers = _optimizers(model, run)
         return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command, tensorboard)
 
 
@@ -115,7 +115,7 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
             raise TrainingError(f"nothing to resume: {out_dir} already has {state['epoch']} epochs; "
                                 f"ask for more with --epochs")
         model = saved_run.build_model(state, run.device)
-        optimizers = {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
+        optimizers = _optimizers(model, run)
         if set(state["optimizers"]) != set(optimizers):
             raise saved_run.CheckpointError(f"the checkpoint in {out_dir} has optimizers {sorted(state['optimizers'])}, "
                                             f"its model {sorted(optimizers)}")
@@ -130,6 +130,11 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
         _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
         return _epochs(model, optimizers, rng, run, out_dir, state["epoch"] + 1, state["step"], history,
                        progress, log, command, tensorboard)
+
+
+def _optimizers(model, run: RunOptions) -> dict:
+    """One Adam per parameter group of the model."""
+    return {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
 
 
 def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> None:
