@@ -239,14 +239,20 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                                             history, epoch if run.keep_samples == "every" else None)
         if board:
             board.epoch(record, {name[:-4]: os.path.join(out_dir, name) for name in drawn if "_epoch" not in name})
-        tests = "  ".join(f"{key[5:]} {value:.2f}" for key, value in record.items()
+        tests = "  ".join(f"{key[5:]} {_short(value)}" for key, value in record.items()
                           if key.startswith("test_") and isinstance(value, float))
         left = (time.perf_counter() - started) / (epoch - start_epoch + 1) * (run.epochs - epoch)
-        log(f"epoch {epoch}/{run.epochs}: loss {record['train_loss']:.2f}  test: {tests}  ({seconds:.1f}s"
+        log(f"epoch {epoch}/{run.epochs}: loss {_short(record['train_loss'])}  test: {tests}  ({seconds:.1f}s"
             + (f", about {fmt_seconds(left)} left)" if epoch < run.epochs else ")"))
     if board:
         board.close()
     return new
+
+
+def _short(value: float) -> str:
+    """Two decimals for nats per image (−121.00), four significant digits for small numbers
+    such as a per-pixel squared error (0.008231)."""
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4g}"
 
 
 def _progress(batches, what: str, total: int, enabled: bool):
