@@ -102,6 +102,11 @@ class Model(nn.Module):
         run will not finish, ...); the trainer logs them."""
         return []
 
+    def as_input(self, array: np.ndarray):
+        """A NumPy array (capabilities take NumPy) as a float32 tensor on the model's device."""
+        from ..tensor import tensor
+        return tensor(np.asarray(array, np.float32), device=next(self.parameters()).device)
+
     @classmethod
     def can(cls, capability: str) -> bool:
         """Has the family this capability (a method of that name)?"""

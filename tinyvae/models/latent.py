@@ -11,7 +11,7 @@ import numpy as np
 from .. import backend, objectives
 from ..autograd import no_grad
 from ..distributions import Bernoulli, Normal
-from ..tensor import Tensor, tensor
+from ..tensor import Tensor
 from ..options import option
 from . import nets
 from .base import Model
@@ -50,18 +50,15 @@ class EncoderDecoder(Model):
 
     # ---- capabilities: NumPy in, NumPy out --------------------------------------------------
 
-    def _tensor(self, array: np.ndarray) -> Tensor:
-        return tensor(np.asarray(array, np.float32), device=next(self.parameters()).device)
-
     @no_grad()
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Posterior means μ(x) [N, latent_dim]."""
-        return backend.to_device(self.posterior(self._tensor(x)).mu.data, "cpu")
+        return backend.to_device(self.posterior(self.as_input(x)).mu.data, "cpu")
 
     @no_grad()
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Pixel means of p(x|z), [N, *spec.shape]."""
-        means = self.likelihood(self._tensor(z)).mean
+        means = self.likelihood(self.as_input(z)).mean
         return backend.to_device(means.data, "cpu").reshape(-1, *self.spec.shape)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

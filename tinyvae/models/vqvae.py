@@ -26,7 +26,7 @@ from .. import backend, nn
 from .. import functional as F
 from ..autograd import no_grad
 from ..options import option
-from ..tensor import Tensor, tensor
+from ..tensor import Tensor
 from .base import Model, StepContext
 from .registry import register
 
@@ -158,16 +158,13 @@ class VQVAE(Model):
 
     # ---- capabilities -------------------------------------------------------------------------
 
-    def _tensor(self, array: np.ndarray) -> Tensor:
-        return tensor(np.asarray(array, np.float32), device=next(self.parameters()).device)
-
     @no_grad()
     def codes(self, x: np.ndarray) -> np.ndarray:
         """The code index of every grid cell, [N, h/4, w/4] (in eval mode: no EMA update)."""
         was = self.training
         self.eval()
         try:
-            return backend.to_device(self.quantizer(self.encoder(self._tensor(x))).indices, "cpu")
+            return backend.to_device(self.quantizer(self.encoder(self.as_input(x))).indices, "cpu")
         finally:
             self.train(was)
 
