@@ -251,11 +251,13 @@ def _eval(args) -> None:
 
 
 def _plot(args) -> None:
-    model, run = T.load_model(args.run_dir)
+    state = T.saved_run.load(args.run_dir)              # read once: the model and its metrics
+    model = T.saved_run.build_model(state).eval()
+    run = T.run_options(state["run"])
     run.data_dir, run.test_size = args.data_dir or run.data_dir, None
     out = args.out or args.run_dir
     os.makedirs(out, exist_ok=True)
-    history = T.saved_run.load(args.run_dir)["history"]
+    history = state["history"]
     written = pictures.write_run_pictures(model, T.load_split(run, "test"), out, np.random.default_rng(args.seed),
                                           history)
     print(f"wrote {', '.join(os.path.join(out, name) for name in written)}")
