@@ -6,8 +6,10 @@ import numpy as np
 from tinyvae import models
 from tinyvae.data import DataSpec
 
-# the parent a second-stage family is built on (and trained, for the run tests): its name and options
-PARENTS = {"pixelcnn-prior": ("vqvae", {"num_codes": 6, "code_dim": 3, "hidden": 4, "codebook_init": "uniform"})}
+# the parents second-stage families are built on (and trained, for the run tests), by name; a
+# catalog entry "family@parent" is that family on that parent
+PARENTS = {"vqvae": {"num_codes": 6, "code_dim": 3, "hidden": 4, "codebook_init": "uniform"},
+           "vqvae2": {"num_codes": 5, "code_dim": 2, "hidden": 3, "codebook_init": "uniform"}}
 
 # (model name, options): each family in each of its architectures, latent kept small
 MODELS = [
@@ -23,21 +25,30 @@ MODELS = [
     ("vqvae", {"num_codes": 8, "code_dim": 3, "hidden": 4, "dead_code_steps": 2}),
     ("vqvae", {"num_codes": 6, "code_dim": 2, "hidden": 4, "likelihood": "bernoulli", "codebook": "loss",
                "dead_code_steps": 1}),
-    ("pixelcnn-prior", {"channels": 4, "blocks": 2}),
-    ("pixelcnn-prior", {"channels": 3, "blocks": 3, "kernel": 5, "conditional": "class"}),
+    ("vqvae2", {"num_codes": 8, "code_dim": 3, "hidden": 4, "codebook": "loss", "codebook_init": "uniform"}),
+    ("vqvae2", {"num_codes": 8, "code_dim": 2, "hidden": 4, "dead_code_steps": 1}),
+    ("pixelcnn-prior@vqvae", {"channels": 4, "blocks": 2}),
+    ("pixelcnn-prior@vqvae", {"channels": 3, "blocks": 3, "kernel": 5, "conditional": "class"}),
+    ("pixelcnn-prior@vqvae2", {"channels": 3, "blocks": 2, "conditional": "class"}),
 ]
 
 # a small image data set for the gradient checks (the conv networks need sides divisible by 4)
 TINY_IMAGES = DataSpec("tiny", (1, 8, 8), "images", 10)
 
 
+def family(name):
+    """The registered family of a catalog entry's name, and its parent's name (or None)."""
+    family, _, parent = name.partition("@")
+    return family, parent or None
+
+
 def build(name, options, seed, spec=None):
-    """The model of a catalog entry (with its parent, built from the same seed, if it needs one)."""
+    """The model of a catalog entry (with its parent, built from a related seed, if it needs one)."""
     spec = spec or TINY_IMAGES
+    name, parent_name = family(name)
     parent = None
-    if name in PARENTS:
-        parent_name, parent_options = PARENTS[name]
-        parent = models.build(parent_name, parent_options, spec, np.random.default_rng(seed + 100))
+    if parent_name:
+        parent = models.build(parent_name, PARENTS[parent_name], spec, np.random.default_rng(seed + 100))
     return models.build(name, options, spec, np.random.default_rng(seed), parent)
 
 

@@ -13,7 +13,7 @@ from tinyvae import train as T
 from tinyvae.models.base import StepContext
 
 from helpers import to_float64
-from model_catalog import MODELS, PARENTS, TINY_IMAGES, build, ids
+from model_catalog import MODELS, PARENTS, TINY_IMAGES, build, family, ids
 
 CASES = pytest.mark.parametrize("name, options", MODELS, ids=ids())
 
@@ -25,7 +25,7 @@ def tiny_split(spec=TINY_IMAGES, n=12, seed=0) -> data.Split:
 
 def batch_of(model, split, dtype=np.float32):
     x = split.x if model.inputs != "binary" else (split.x > 0.5).astype(np.float32)
-    return {"x": tv.tensor(x.astype(dtype)), "y": split.y}
+    return {"x": tv.tensor(x.astype(dtype)), "y": split.y, **T.with_derived(model, split, 0).fields}
 
 
 def loss_of(model, batch, seed=0, step=0):
@@ -33,7 +33,7 @@ def loss_of(model, batch, seed=0, step=0):
 
 
 def test_every_registered_model_is_in_the_catalog():
-    assert sorted({name for name, _ in MODELS}) == models.names()
+    assert sorted({family(name)[0] for name, _ in MODELS}) == models.names()
 
 
 @CASES
@@ -82,7 +82,7 @@ def test_save_and_load_give_the_same_outputs(name, options, tmp_path):
 @CASES
 def test_evaluation_has_the_documented_keys_and_finite_values(name, options):
     model = build(name, options, 4)
-    result = T.evaluate(model, tiny_split(), np.random.default_rng(0), batch_size=5,
+    result = T.evaluate(model, T.with_derived(model, tiny_split(), 0), np.random.default_rng(0), batch_size=5,
                         iwae_k=3 if model.can("log_weights") else 0)
     assert set(result) == set(type(model).eval_keys)
     assert all(np.all(np.isfinite(v)) for v in result.values())
@@ -113,9 +113,9 @@ def test_declared_capabilities_have_the_right_shapes(name, options):
 @CASES
 def test_a_run_resumed_after_epoch_one_equals_the_uninterrupted_run(name, options, tmp_path):
     run = T.RunOptions(epochs=2, batch_size=32, train_size=96, test_size=40, seed=5)
-    if name in PARENTS:
-        parent_name, parent_options = PARENTS[name]
-        T.train(parent_name, parent_options, T.RunOptions(epochs=1, batch_size=32, train_size=96, test_size=40),
+    name, parent_name = family(name)
+    if parent_name:
+        T.train(parent_name, PARENTS[parent_name], T.RunOptions(epochs=1, batch_size=32, train_size=96, test_size=40),
                 str(tmp_path / "parent"), progress=False, log=lambda *a: None)
         run.parent = str(tmp_path / "parent")
     whole = T.train(name, options, run, str(tmp_path / "whole"), progress=False, log=lambda *a: None)

@@ -36,8 +36,9 @@ def test_masked_convolution_and_gated_block_gradcheck():
         def forward(self, v, h, c):
             out_v, out_h = self.block(v, h, c)
             return out_v * 0.5 + out_h
-    assert module_gradcheck(Both(), rng.normal(size=(2, 2, 4, 4)), rng.normal(size=(2, 2, 4, 4)),
-                            rng.normal(size=(2, 4)))
+    for condition in ((2, 4, 1, 1), (2, 4, 4, 4)):        # a class vector, a map over the grid
+        assert module_gradcheck(Both(), rng.normal(size=(2, 2, 4, 4)), rng.normal(size=(2, 2, 4, 4)),
+                                rng.normal(size=condition))
 
 
 def test_masked_weights_stay_exactly_zero_through_training():

@@ -227,7 +227,7 @@ def _train(args) -> None:
 def _eval(args) -> None:
     model, run = T.load_model(args.run_dir)
     run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
-    test = T.load_split(run, "test")
+    test = T.with_derived(model, T.load_split(run, "test"), run.seed, args.run_dir, "test")
     iwae_k = args.iwae_k if model.can("log_weights") else 0
     result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size, iwae_k=iwae_k,
                         stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} images",

@@ -14,7 +14,7 @@ import os
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -77,10 +77,12 @@ SPECS = {name: DataSpec(name, (1, 28, 28), "images", 10) for name in DATASETS}
 @dataclass(frozen=True)
 class Split:
     """One split of a data set: ``x`` [N, size] float32 pixels in [0, 1] (or {0, 1} once
-    binarized), ``y`` [N] int64 labels."""
+    binarized), ``y`` [N] int64 labels, and ``fields``: further per-example arrays [N, ...]
+    a model derived from them once (``Model.derived``: a prior's codes of its parent run)."""
     spec: DataSpec
     x: np.ndarray
     y: np.ndarray
+    fields: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -218,10 +220,12 @@ def load_split(dataset: str, split: str, limit: Optional[int] = None, data_dir: 
 
 def batch_dicts(split: Split, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
                 binary: bool = False, device: str = "cpu") -> Iterator[dict]:
-    """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``) and ``y`` (labels,
-    NumPy [B]). The permutation is drawn first; with ``binary``, each batch is binarized with
-    ``rng`` as it is reached (a fresh draw every time an image is used)."""
+    """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``), ``y`` (labels,
+    NumPy [B]) and the split's ``fields`` (NumPy [B, ...]). The permutation is drawn first;
+    with ``binary``, each batch is binarized with ``rng`` as it is reached (a fresh draw every
+    time an image is used)."""
     from .tensor import tensor
     for idx in list(batches(len(split), batch_size, rng, shuffle)):
         pixels = split.x[idx]
-        yield {"x": tensor(binarize(pixels, rng) if binary else pixels, device=device), "y": split.y[idx]}
+        yield {"x": tensor(binarize(pixels, rng) if binary else pixels, device=device), "y": split.y[idx],
+               **{name: array[idx] for name, array in split.fields.items()}}

@@ -147,22 +147,24 @@ def grid_plot(picture: np.ndarray, path: str, title: str, tile: int, padding: in
     _save(fig, path)
 
 
-def code_usage(codes: np.ndarray, num_codes: int, path: str) -> None:
-    """How often each of ``num_codes`` codes is used by ``codes`` (the test set's), sorted from
-    the most used, with the share of the codebook never used; and the code grids of the first
-    test images coloured by code index."""
-    counts = np.bincount(codes.ravel(), minlength=num_codes)
-    order = np.sort(counts)[::-1]
-    fig = _figure(10, 3.6)
-    left, right = fig.subplots(1, 2, width_ratios=[2, 1])
-    left.bar(np.arange(num_codes), order, width=1.0, color="C0")
-    left.set_yscale("log" if order.max() > 0 else "linear")
-    left.set_xlabel("codes, most used first")
-    left.set_ylabel("uses in the test set")
-    left.set_title(f"{(counts > 0).mean():.0%} of {num_codes} codes used", fontsize=10)
-    grids = codes[:8]
-    right.imshow(np.concatenate([np.pad(g, 1, constant_values=-1) for g in grids], axis=1), cmap="nipy_spectral",
-                 vmin=-1, vmax=num_codes, interpolation="nearest")
-    right.set_axis_off()
-    right.set_title("code grids of 8 test images", fontsize=10)
+def code_usage(levels: list, num_codes: int, path: str) -> None:
+    """For each level of codes (grids [N, h, w], coarsest first; the test set's): how often
+    each of ``num_codes`` codes is used, sorted from the most used, with the share of the
+    codebook never used; and the code grids of the first test images coloured by code index."""
+    fig = _figure(10, 3.6 * len(levels))
+    for row, codes in zip(fig.subplots(len(levels), 1, squeeze=False)[:, 0], levels):
+        left, right = row.get_subplotspec().subgridspec(1, 2, width_ratios=[2, 1]).subplots()
+        row.remove()
+        counts = np.bincount(codes.ravel(), minlength=num_codes)
+        order = np.sort(counts)[::-1]
+        where = f"{codes.shape[1]}×{codes.shape[2]} grid: " if len(levels) > 1 else ""
+        left.bar(np.arange(num_codes), order, width=1.0, color="C0")
+        left.set_yscale("log" if order.max() > 0 else "linear")
+        left.set_xlabel("codes, most used first")
+        left.set_ylabel("uses in the test set")
+        left.set_title(f"{where}{(counts > 0).mean():.0%} of {num_codes} codes used", fontsize=10)
+        right.imshow(np.concatenate([np.pad(g, 1, constant_values=-1) for g in codes[:8]], axis=1),
+                     cmap="nipy_spectral", vmin=-1, vmax=num_codes, interpolation="nearest")
+        right.set_axis_off()
+        right.set_title("code grids of 8 test images", fontsize=10)
     _save(fig, path)

@@ -12,6 +12,7 @@ Evaluation draws from generators seeded by (seed, epoch), so it never disturbs t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, data, models, optim, pictures, records, run_folder, saved_run
+from . import backend, checkpoint, data, models, optim, pictures, records, run_folder, saved_run
 from .atomic import write_atomic
 from .autograd import no_grad
 from .guards import DivergenceGuard, count_non_finite, grad_norm
@@ -31,8 +32,8 @@ from .run_options import RESUME_MAY_CHANGE, RunOptions, run_options
 from .saved_run import CHECKPOINT, METRICS, load_model
 from .tensorboard_log import TensorBoardLog
 
-__all__ = ["RunOptions", "run_options", "train", "resume", "evaluate", "load_model", "TrainingError",
-           "CHECKPOINT", "METRICS"]
+__all__ = ["RunOptions", "run_options", "train", "resume", "evaluate", "with_derived", "load_model",
+           "TrainingError", "CHECKPOINT", "METRICS"]
 
 
 class TrainingError(RuntimeError):
@@ -46,6 +47,28 @@ def lr_schedule(run: RunOptions, steps_per_epoch: int):
 
 def load_split(run: RunOptions, split: str) -> data.Split:
     return data.load_split(run.dataset, split, run.train_size if split == "train" else run.test_size, run.data_dir)
+
+
+def with_derived(model, split: data.Split, seed: int, run_dir: Optional[str] = None, name: str = "test",
+                 reuse: bool = True) -> data.Split:
+    """``split`` with the arrays the model derives from it (``Model.derived``) as its fields.
+    With ``run_dir`` they are kept in ``run_dir/derived-<name>.safetensors`` beside the
+    SHA-256 of the pixels and labels they came from, and read back while those match and
+    ``reuse`` (a resumed run); a new run computes them afresh."""
+    digest = hashlib.sha256(np.ascontiguousarray(split.x).tobytes() + split.y.astype(np.int64).tobytes()
+                            + str(seed).encode()).hexdigest()
+    path = os.path.join(run_dir, f"derived-{name}.safetensors") if run_dir else None
+    if path and reuse and os.path.isfile(path):
+        try:
+            kept = checkpoint.load(path)
+        except checkpoint.CheckpointError:
+            kept = {}                                   # damaged: computed again below
+        if kept.get("data_sha256") == digest:
+            return replace(split, fields=kept["fields"])
+    fields = model.derived(split, np.random.default_rng([seed, 3]))
+    if fields and path:
+        checkpoint.save(path, {"data_sha256": digest, "fields": fields})
+    return replace(split, fields=fields)
 
 
 @no_grad()
@@ -152,7 +175,8 @@ def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> 
 
 def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command,
             tensorboard=False) -> list:
-    train_split, test_split = load_split(run, "train"), load_split(run, "test")
+    train_split, test_split = (with_derived(model, load_split(run, name), run.seed, out_dir, name, start_epoch > 1)
+                               for name in ("train", "test"))
     steps_per_epoch = -(-len(train_split) // run.batch_size)
     schedule = lr_schedule(run, steps_per_epoch)
     schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]

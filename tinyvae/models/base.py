@@ -27,7 +27,9 @@ and implements
 
 and may override ``param_groups`` (parameters optimised separately, each group with its own
 optimizer), ``after_step`` (state changed after each optimizer step), ``eval_summary``
-(metrics of the whole test set), ``notes`` (warnings about a run's length). Capabilities are methods a family may have; the CLI and
+(metrics of the whole test set), ``notes`` (warnings about a run's length), ``derived``
+(per-example arrays computed once from the data, such as a prior's codes of its parent run:
+the trainer keeps them in the run folder and puts them in every batch beside x and y). Capabilities are methods a family may have; the CLI and
 the pictures use them only where present (``can``):
 
   sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior
@@ -35,8 +37,9 @@ the pictures use them only where present (``can``):
   decode(z)            images [N, *spec.shape] from latent points
   reconstruct(x)       images [N, *spec.shape]
   log_weights(x, k, rng)   log p(x, z_k) − log q(z_k|x), [k, N], for the IWAE bound
-  codes(x)             discrete codes [N, ...] (integer indices into ``num_codes``)
-  decode_codes(c)      images [N, *spec.shape] from discrete codes
+  codes(x)             discrete codes: one grid [N, h_l, w_l] of indices into ``num_codes``
+                       per level, coarsest first (one level for a VQ-VAE, two for VQ-VAE-2)
+  decode_codes(c)      images [N, *spec.shape] from such a list of code grids
 """
 from __future__ import annotations
 
@@ -88,6 +91,12 @@ class Model(nn.Module):
 
     def eval_summary(self, kept: dict) -> dict:
         """Metrics of the whole test set from the arrays ``eval_batch`` kept (concatenated)."""
+        return {}
+
+    def derived(self, split, rng: np.random.Generator) -> dict:
+        """Per-example arrays [N, ...] computed once from a ``data.Split`` (``rng`` for any
+        binarization), handed to ``loss`` and ``eval_batch`` in every batch under their names
+        (``train.with_derived`` computes and caches them). None by default."""
         return {}
 
     def param_groups(self) -> dict:

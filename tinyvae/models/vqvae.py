@@ -73,29 +73,56 @@ class VQVAE(Model):
 
     def __init__(self, options: VQVAEOptions, spec, rng=None):
         super().__init__(options, spec)
-        c, h, w = spec.shape
+        h, w = spec.shape[1:]
         if h % 4 or w % 4:
-            raise ValueError(f"vqvae needs image sides that are multiples of 4, got {h}x{w}")
-        k, self.num_codes = options.hidden, options.num_codes
+            raise ValueError(f"{self.name} needs image sides that are multiples of 4, got {h}x{w}")
+        self.num_codes = options.num_codes
         self.inputs = "binary" if options.likelihood == "bernoulli" else "continuous"
+        self._networks(spec.shape[0], options.hidden, options.code_dim, rng)
+        # 0 until the codebook has been set from data (k-means); saved, so a resumed run keeps it
+        self.register_buffer("initialised", np.zeros(1, np.int64))
+
+    def _networks(self, c: int, k: int, d: int, rng) -> None:
+        """Encoder, quantizer and decoder for c image channels, k hidden channels, codes of d."""
         self.encoder = nn.Sequential(
-            nn.Unflatten(1, (c, h, w)),
+            nn.Unflatten(1, self.spec.shape),
             nn.Conv2d(c, k, 4, 2, 1, rng=rng), nn.ReLU(),                 # h → h/2
             nn.Conv2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),                 # h/2 → h/4
             nn.Conv2d(k, k, 3, 1, 1, rng=rng),
             ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
-            nn.Conv2d(k, options.code_dim, 1, rng=rng))
-        self.quantizer = nn.VectorQuantizer(options.num_codes, options.code_dim, beta=options.beta,
-                                            ema=options.codebook == "ema", decay=options.decay,
-                                            dead_code_threshold=options.dead_code_steps or None, rng=rng)
+            nn.Conv2d(k, d, 1, rng=rng))
+        self.quantizer = self._quantizer(rng)
         self.decoder = nn.Sequential(
-            nn.Conv2d(options.code_dim, k, 3, 1, 1, rng=rng),
+            nn.Conv2d(d, k, 3, 1, 1, rng=rng),
             ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
             nn.ConvTranspose2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),        # h/4 → h/2
             nn.ConvTranspose2d(k, c, 4, 2, 1, rng=rng),                   # h/2 → h
             nn.Flatten())
-        # 0 until the codebook has been set from data (k-means); saved, so a resumed run keeps it
-        self.register_buffer("initialised", np.zeros(1, np.int64))
+
+    def _quantizer(self, rng) -> nn.VectorQuantizer:
+        o = self.options
+        return nn.VectorQuantizer(o.num_codes, o.code_dim, beta=o.beta, ema=o.codebook == "ema", decay=o.decay,
+                                  dead_code_threshold=o.dead_code_steps or None, rng=rng)
+
+    # ---- the levels: one for the VQ-VAE, coarsest first for a hierarchy (models/vqvae2.py) ---
+
+    levels: tuple = ("",)
+
+    def _key(self, name: str, level: str) -> str:
+        """A metric's name at one level: ``codes_used`` here, ``codes_used_top`` in a hierarchy."""
+        return f"{name}_{level}" if level else name
+
+    def _forward(self, x: Tensor, rng=None, kmeans: bool = False) -> tuple:
+        """(decoder output [N, size], one VQOutput per level). ``kmeans``: set each codebook
+        from its encoder outputs on the way (``_quantize``)."""
+        vq = self._quantize(self.quantizer, self.encoder(x), rng, kmeans)
+        return self.decoder(vq.quantized), [vq]
+
+    def _quantize(self, quantizer: nn.VectorQuantizer, z_e: Tensor, rng, kmeans: bool):
+        if kmeans:
+            flat = backend.to_device(z_e.data.transpose(0, 2, 3, 1).reshape(-1, quantizer.dim), "cpu")
+            quantizer.set_codebook(kmeans_codebook(flat, quantizer.num_codes, rng))
+        return quantizer(z_e, rng)
 
     # ---- training and evaluation ------------------------------------------------------------
 
@@ -108,75 +135,85 @@ class VQVAE(Model):
             per_pixel = diff * diff
         return F.mean(per_pixel, axis=1)
 
-    def _forward(self, x: Tensor, rng=None):
-        vq = self.quantizer(self.encoder(x), rng)
-        return self.decoder(vq.quantized), vq
-
     def loss(self, batch: dict, ctx: StepContext) -> dict:
         x = batch["x"]
-        if self.options.codebook_init == "kmeans" and not int(backend.to_device(self.initialised, "cpu")[0]):
-            self._kmeans_init(x, ctx.rng)
-        out, vq = self._forward(x, ctx.rng)
+        kmeans = self.options.codebook_init == "kmeans" and not int(backend.to_device(self.initialised, "cpu")[0])
+        out, vqs = self._forward(x, ctx.rng, kmeans)
+        if kmeans:
+            self.initialised[...] = 1
         rec = self._rec(out, x)
-        terms = {"loss": F.mean(rec) + vq.loss, "rec": rec, "batch_perplexity": vq.perplexity,
-                 "batch_codes_used": vq.usage}
+        terms = {"loss": F.mean(rec) + sum((vq.loss for vq in vqs[1:]), vqs[0].loss), "rec": rec}
+        for level, vq in zip(self.levels, vqs):
+            terms[self._key("batch_perplexity", level)] = vq.perplexity
+            terms[self._key("batch_codes_used", level)] = vq.usage
         if self.options.likelihood == "gaussian":
             terms["mse"] = rec
         return terms
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
-        out, vq = self._forward(x)
+        out, vqs = self._forward(x)
         means = F.sigmoid(out) if self.options.likelihood == "bernoulli" else out
         diff = means - x
         return {"mse": F.mean(diff * diff, axis=1), "rec": self._rec(out, x)}, \
-            {"codes": Tensor(vq.indices.reshape(len(x), -1))}
+            {self._key("codes", level): Tensor(vq.indices.reshape(len(x), -1)) for level, vq in zip(self.levels, vqs)}
 
     def eval_summary(self, kept: dict) -> dict:
-        """Over the whole test set: the fraction of the codebook used, and the perplexity
-        exp(H) of the codes' empirical distribution."""
-        counts = np.bincount(kept["codes"].ravel(), minlength=self.options.num_codes)
-        p = counts[counts > 0] / counts.sum()
-        return {"codes_used": float((counts > 0).mean()), "perplexity": float(np.exp(-(p * np.log(p)).sum()))}
-
-    @no_grad()
-    def _kmeans_init(self, x: Tensor, rng: np.random.Generator, iterations: int = 10) -> None:
-        """Lloyd's k-means over the encoder outputs of ``x``, started from distinct random
-        outputs; empty clusters keep their start. Sets the codebook (and the EMA sums)."""
-        from kernels import vq as _vq
-        z = self.encoder(x)
-        flat = backend.to_device(z.permute(0, 2, 3, 1).reshape(-1, self.options.code_dim).data, "cpu")
-        k = self.options.num_codes
-        codes = flat[rng.choice(len(flat), k, replace=len(flat) < k)].copy()
-        for _ in range(iterations):
-            index, _ = _vq.nearest(flat, codes)
-            counts, sums = _vq.ema_update(flat, index, k)
-            filled = counts > 0
-            codes[filled] = sums[filled] / counts[filled, None]
-        self.quantizer.set_codebook(codes)
-        self.initialised[...] = 1
+        """Over the whole test set, per level: the fraction of the codebook used, and the
+        perplexity exp(H) of the codes' empirical distribution."""
+        out = {}
+        for level in self.levels:
+            counts = np.bincount(kept[self._key("codes", level)].ravel(), minlength=self.num_codes)
+            p = counts[counts > 0] / counts.sum()
+            out[self._key("codes_used", level)] = float((counts > 0).mean())
+            out[self._key("perplexity", level)] = float(np.exp(-(p * np.log(p)).sum()))
+        return out
 
     # ---- capabilities -------------------------------------------------------------------------
 
     @no_grad()
-    def codes(self, x: np.ndarray) -> np.ndarray:
-        """The code index of every grid cell, [N, h/4, w/4] (in eval mode: no EMA update)."""
+    def codes(self, x: np.ndarray) -> list:
+        """The code index of every grid cell, one grid [N, h_l, w_l] per level, coarsest first
+        (in eval mode: no EMA update)."""
         was = self.training
         self.eval()
         try:
-            return backend.to_device(self.quantizer(self.encoder(self.as_input(x))).indices, "cpu")
+            return [backend.to_device(vq.indices, "cpu") for vq in self._forward(self.as_input(x))[1]]
         finally:
             self.train(was)
 
     @no_grad()
-    def decode_codes(self, codes: np.ndarray) -> np.ndarray:
-        """Images [N, *spec.shape] (pixel means) decoded from a grid of code indices [N, h', w']."""
-        book = self.quantizer.codebook_array()
-        index = backend.to_device(np.asarray(codes, np.int64), backend.device_of(book))
-        z = Tensor(book[index]).permute(0, 3, 1, 2)
-        out = self.decoder(z)
+    def decode_codes(self, codes: list) -> np.ndarray:
+        """Images [N, *spec.shape] (pixel means) decoded from one grid of code indices per
+        level, coarsest first (as ``codes`` gives them)."""
+        out = self.decoder(self._embed_codes(codes))
         means = F.sigmoid(out) if self.options.likelihood == "bernoulli" else F.clip(out, 0.0, 1.0)
         return backend.to_device(means.data, "cpu").reshape(-1, *self.spec.shape)
 
+    def _embed_codes(self, codes: list) -> Tensor:
+        """The decoder's input for given codes: here the code vectors [N, D, h', w']."""
+        (grid,) = codes
+        return self._lookup(self.quantizer, grid)
+
+    @staticmethod
+    def _lookup(quantizer: nn.VectorQuantizer, grid) -> Tensor:
+        """The code vectors of a grid of indices [N, h, w]: [N, D, h, w]."""
+        book = quantizer.codebook_array()
+        index = backend.to_device(np.asarray(grid, np.int64), backend.device_of(book))
+        return Tensor(book[index]).permute(0, 3, 1, 2)
+
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         return self.decode_codes(self.codes(x))
+
+
+def kmeans_codebook(flat: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 10) -> np.ndarray:
+    """Lloyd's k-means [k, D] of the rows of ``flat`` [M, D] (the nearest-code search kernel
+    assigns), started from distinct random rows; an empty cluster keeps its start."""
+    from kernels import vq as _vq
+    codes = flat[rng.choice(len(flat), k, replace=len(flat) < k)].copy()
+    for _ in range(iterations):
+        index, _ = _vq.nearest(flat, codes)
+        counts, sums = _vq.ema_update(flat, index, k)
+        filled = counts > 0
+        codes[filled] = sums[filled] / counts[filled, None]
+    return codes

@@ -5,12 +5,13 @@ from .layers import (AvgPool2d, Conv2d, ConvTranspose2d, Dropout, Embedding, Fla
                      Unflatten, Upsample)
 from .module import Module, ModuleList, Parameter, Sequential
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
-from .pixelcnn import GatedBlock, MaskedConv2d
+from .pixelcnn import GatedBlock, MaskedConv2d, PixelCNN
 from .rnn import GRU, GRUCell
 from .vq import VectorQuantizer, VQOutput
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Conv2d", "ConvTranspose2d",
            "Upsample", "AvgPool2d", "MaxPool2d", "Flatten", "Unflatten", "Embedding", "Dropout",
            "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GRUCell", "GRU", "ReLU", "LeakyReLU", "Tanh",
-           "Sigmoid", "Softplus", "GELU", "SiLU", "VectorQuantizer", "VQOutput", "MaskedConv2d", "GatedBlock", "init",
+           "Sigmoid", "Softplus", "GELU", "SiLU", "VectorQuantizer", "VQOutput", "MaskedConv2d", "GatedBlock", "PixelCNN",
+           "init",
            "utils"]

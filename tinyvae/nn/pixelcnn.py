@@ -10,7 +10,8 @@ centre on (type A, the first block, whose input still holds the value to predict
 output at (i, j) depends on exactly the positions before it in raster order, with no blind
 spot (the original PixelCNN's single masked kernel misses the region above and to the
 right). Each stack's convolution gives 2C channels and the gated unit tanh(a) ⊙ σ(b) turns
-them into C; an optional condition (a class embedding) adds to both halves:
+them into C; an optional condition adds to both halves: a vector per image (a class
+embedding, [N, 2C, 1, 1]) or a map over the grid (codes of a coarser level, [N, 2C, H, W]):
 
   v' = tanh(W_v∗v + c_v) ⊙ σ(W'_v∗v + c'_v)
   h' = h + W_o [tanh(W_h∗h + U↓(W_v∗v) + c_h) ⊙ σ(...)]        (no residual in block A)
@@ -24,8 +25,9 @@ import numpy as np
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
-from .layers import Conv2d
-from .module import Module
+from .activation import ReLU
+from .layers import Conv2d, Embedding
+from .module import Module, ModuleList, Sequential
 
 
 class MaskedConv2d(Module):
@@ -69,7 +71,7 @@ def _gate(t: Tensor, channels: int) -> Tensor:
 
 class GatedBlock(Module):
     """One gated PixelCNN layer on (v, h) [N, C, H, W] each; ``first``: type A (see above).
-    ``condition``: [N, 2C] added to both stacks' pre-activations (class conditioning)."""
+    ``condition``: [N, 2C, 1, 1] or [N, 2C, H, W], added to both stacks' pre-activations."""
 
     def __init__(self, channels: int, kernel: int = 3, first: bool = False, rng=None):
         super().__init__()
@@ -85,7 +87,25 @@ class GatedBlock(Module):
         shifted = F.pad(v_pre, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]       # row i gets row i − 1
         h_pre = self.horizontal(h) + self.down(shifted)
         if condition is not None:
-            bias = condition.reshape(condition.shape[0], 2 * c, 1, 1)
-            v_pre, h_pre = v_pre + bias, h_pre + bias
+            v_pre, h_pre = v_pre + condition, h_pre + condition
         h_new = self.out(_gate(h_pre, c))
         return _gate(v_pre, c), (h_new if self.first else h + h_new)
+
+
+class PixelCNN(Module):
+    """Logits [N, K, H, W] of each position's code given the codes before it in raster order:
+    an embedding of the K codes into C channels, ``blocks`` gated blocks (the first of type A)
+    and a 1×1 head. ``forward(codes [N, H, W] int, condition)``, the condition as GatedBlock's."""
+
+    def __init__(self, num_codes: int, channels: int, blocks: int, kernel: int = 3, rng=None):
+        super().__init__()
+        self.embed = Embedding(num_codes, channels, rng=rng)
+        self.blocks = ModuleList([GatedBlock(channels, kernel, first=i == 0, rng=rng) for i in range(blocks)])
+        self.head = Sequential(ReLU(), Conv2d(channels, channels, 1, rng=rng), ReLU(),
+                               Conv2d(channels, num_codes, 1, rng=rng))
+
+    def forward(self, codes, condition: Optional[Tensor] = None) -> Tensor:
+        v = h = self.embed(codes).permute(0, 3, 1, 2)
+        for block in self.blocks:
+            v, h = block(v, h, condition)
+        return self.head(h)
