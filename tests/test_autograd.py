@@ -414,3 +414,49 @@ def test_recompute_refuses_a_parameter_changed_before_backward():
     w.mark_written()
     with pytest.raises(RuntimeError, match="backward through Recompute: its input 1, tensor"):
         y.backward()
+
+
+def test_grad_gives_gradients_at_leaves_and_intermediates_without_touching_dot_grad():
+    """tinyvae.grad against central finite differences in float64: at a leaf, at an
+    intermediate tensor (d y / d h with h = a·b, by perturbing h's value in a rebuilt graph),
+    zeros at an input y does not depend on, and every .grad left as it was."""
+    rng = np.random.default_rng(0)
+    a0, b0 = rng.normal(size=3), rng.normal(size=3)
+
+    def y_of(a, h):
+        return F.sum(F.tanh(h) * a) + F.sum(a * a)
+
+    a = tv.tensor(a0, dtype=np.float64, requires_grad=True)
+    b = tv.tensor(b0, dtype=np.float64, requires_grad=True)
+    unused = tv.tensor(rng.normal(size=2), dtype=np.float64, requires_grad=True)
+    h = a * b
+    ga, gh, gu = tv.grad(y_of(a, h), [a, h, unused])
+    eps = 1e-6
+
+    def fd(f, x0):
+        out = np.zeros_like(x0)
+        for i in range(len(x0)):
+            up, down = x0.copy(), x0.copy()
+            up[i] += eps
+            down[i] -= eps
+            out[i] = (f(up) - f(down)) / (2 * eps)
+        return out
+    value = lambda a_, h_: y_of(tv.tensor(a_, dtype=np.float64), tv.tensor(h_, dtype=np.float64)).item()
+    np.testing.assert_allclose(ga.numpy(), fd(lambda v: value(v, v * b0), a0), rtol=1e-6)
+    np.testing.assert_allclose(gh.numpy(), fd(lambda v: value(a0, v), a0 * b0), rtol=1e-6)
+    assert np.array_equal(gu.numpy(), np.zeros(2)) and gh.shape == h.shape
+    assert a.grad is None and b.grad is None and unused.grad is None
+
+
+def test_grad_twice_needs_retain_graph_and_refuses_what_backward_refuses():
+    a = tv.tensor(np.array([1.0, 2.0]), dtype=np.float64, requires_grad=True)
+    y = F.sum(a * a)
+    first = tv.grad(y, [a], retain_graph=True)[0]
+    assert np.array_equal(tv.grad(y, [a])[0].numpy(), first.numpy()) and np.array_equal(first.numpy(), [2.0, 4.0])
+    with pytest.raises(RuntimeError, match="second time.*retain_graph"):
+        tv.grad(y, [a])
+    with pytest.raises(RuntimeError, match="needs grad_output"):
+        tv.grad(a * a, [a])
+    with pytest.raises(ValueError, match="grad_output shape"):
+        tv.grad(a * a, [a], grad_output=np.ones(3))
+    assert np.array_equal(tv.grad(a * a, [a], grad_output=np.array([1.0, 0.5]))[0].numpy(), [2.0, 2.0])

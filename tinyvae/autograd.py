@@ -12,7 +12,7 @@ shape (``sum_to``), so no op does that itself.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from . import backend
 from . import tensor as _tensor   # Tensor is looked up at call time: tensor.py imports this module
@@ -154,10 +154,14 @@ def _topological_order(root_fn: Function) -> list:
     return post
 
 
-def run_backward(root, grad, retain_graph: bool = False) -> None:
-    """Accumulate d(root)/d(leaf) · grad into ``.grad`` of every leaf that requires grad."""
+def run_backward(root, grad, retain_graph: bool = False, sink=None, taps: Optional[dict] = None) -> None:
+    """Accumulate d(root)/d(leaf) · grad into ``.grad`` of every leaf that requires grad; with
+    ``sink(leaf, g)``, hand each leaf's gradient to it instead. ``taps``: {id(fn): [(output
+    index, tensor), ...]}: each such non-leaf tensor's whole gradient goes to ``sink`` too,
+    once every consumer has added to it."""
+    sink = sink or _accumulate_leaf
     if root.creator is None:
-        _accumulate_leaf(root, grad)
+        sink(root, grad)
         return
     pending = {id(root.creator): {root.index: grad}}   # fn id -> {output index: gradient}
     for fn in _topological_order(root.creator):
@@ -167,8 +171,11 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 "first backward; pass retain_graph=True to the first backward to keep them")
         got = pending.pop(id(fn), None)
         fn.last_use = not retain_graph
+        for index, tensor in (taps or {}).get(id(fn), ()):
+            if got is not None and index in got:
+                sink(tensor, got[index])
         if got is not None:   # None: every consumer returned no gradient for this op's outputs
-            _backward_one(fn, got, pending)
+            _backward_one(fn, got, pending, sink)
         if not retain_graph:
             fn.saved = None
             fn.inputs = ()
@@ -185,7 +192,7 @@ def _check_versions(fn: Function) -> None:
                 "load_state_dict or an EMA update); run the forward again after changing it")
 
 
-def _backward_one(fn: Function, got: dict, pending: dict) -> None:
+def _backward_one(fn: Function, got: dict, pending: dict, sink) -> None:
     _check_versions(fn)
     if fn.out_meta:   # multi-output: outputs that received no gradient get zeros
         xp = backend.array_module(next(iter(got.values())))
@@ -200,7 +207,7 @@ def _backward_one(fn: Function, got: dict, pending: dict) -> None:
             continue
         gx = sum_to(gx, x.shape)
         if x.creator is None:
-            _accumulate_leaf(x, gx)
+            sink(x, gx)
         else:
             slot = pending.setdefault(id(x.creator), {})
             slot[x.index] = gx if x.index not in slot else slot[x.index] + gx
@@ -210,3 +217,35 @@ def _accumulate_leaf(t, g) -> None:
     if g.dtype != t.dtype:
         g = g.astype(t.dtype)
     t.grad = g if t.grad is None else t.grad + g
+
+
+def grad(output, inputs: Sequence, grad_output=None, retain_graph: bool = False) -> list:
+    """d(output)/d(input) · grad_output for each of ``inputs`` (leaves or intermediate tensors
+    of ``output``'s graph), as tensors of their shapes, leaving every ``.grad`` untouched
+    (zeros for an input the output does not depend on). ``output`` is a scalar unless
+    ``grad_output`` is given; ``retain_graph`` keeps the graph for another pass (the VQ-GAN's
+    adaptive weight takes two losses' gradients at one layer)."""
+    if not output.requires_grad:
+        raise RuntimeError("grad() of a tensor that does not require grad (no graph was recorded)")
+    xp = backend.array_module(output.data)
+    if grad_output is None:
+        if output.size != 1:
+            raise RuntimeError(f"grad() of a non-scalar output of shape {output.shape} needs grad_output")
+        grad_output = xp.ones(output.shape, output.dtype)
+    elif isinstance(grad_output, _tensor.Tensor):
+        grad_output = grad_output.data
+    if tuple(grad_output.shape) != tuple(output.shape):
+        raise ValueError(f"grad(): grad_output shape {grad_output.shape} != output shape {output.shape}")
+    found = {id(t): None for t in inputs}
+
+    def sink(t, g):
+        if id(t) in found:
+            found[id(t)] = g if found[id(t)] is None else found[id(t)] + g
+
+    taps: dict = {}
+    for t in inputs:
+        if t.creator is not None:
+            taps.setdefault(id(t.creator), []).append((t.index, t))
+    run_backward(output, grad_output, retain_graph, sink, taps)
+    return [_tensor.Tensor(found[id(t)].astype(t.dtype, copy=False) if found[id(t)] is not None
+                   else xp.zeros(t.shape, t.dtype)) for t in inputs]
