@@ -56,7 +56,7 @@ def test_loss_gradients_match_finite_differences(name, options):
     model = to_float64(build(name, options, 2)).eval()
     batch = batch_of(model, tiny_split(n=4), np.float64)
     loss_of(model, batch)                         # any first-batch initialisation happens here
-    estimated = type(model).straight_through
+    estimated = model.straight_through
     params = [p for n, p in model.named_parameters() if not n.startswith(estimated)]
     assert tv.gradcheck(lambda *ps: loss_of(model, batch, step=2)["loss"], params, fast_mode=True)
     model.zero_grad()

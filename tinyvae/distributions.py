@@ -103,6 +103,55 @@ class Bernoulli:
         return (get_rng(rng).random(p.shape) < p).astype(p.dtype)
 
 
+def gumbel_like(t: Tensor, rng: Optional[np.random.Generator] = None) -> Tensor:
+    """g ~ Gumbel(0, 1) with t's shape, dtype and device: g = −log E, E ~ Exp(1) (the same as
+    −log(−log U), U ~ U(0, 1)), from a seeded NumPy generator; E is kept ≥ the smallest normal
+    number so g stays finite."""
+    e = np.maximum(get_rng(rng).standard_exponential(t.shape), np.finfo(np.float64).tiny)
+    return Tensor(backend.to_device((-np.log(e)).astype(t.dtype), t.device))
+
+
+class Categorical:
+    """Independent categorical variables [..., V] over C classes, from logits [..., V, C];
+    values are one-hot vectors [..., V, C]."""
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits
+        self.log_probs = F.log_softmax(logits, axis=-1)
+
+    @property
+    def probs(self) -> Tensor:
+        return F.exp(self.log_probs)
+
+    def log_prob(self, one_hot) -> Tensor:
+        """log q(z_v) for each variable: Σ_c z_vc log q_vc, [..., V]."""
+        return F.sum(one_hot * self.log_probs, axis=-1)
+
+    def rsample(self, tau: float, hard: bool = False, rng=None) -> Tensor:
+        """The Gumbel-softmax (concrete) relaxation y = softmax((log q + g) / τ), g ~ Gumbel
+        (Jang et al. 2017, eq. 1; Maddison et al. 2017), differentiable in the logits; with
+        ``hard``, the one-hot of its argmax forward and y's gradient backward (straight-through)."""
+        y = F.softmax((self.log_probs + gumbel_like(self.log_probs, rng)) / tau, axis=-1)
+        return F.one_hot_straight_through(y) if hard else y
+
+    def sample(self, rng=None, shape: tuple = ()) -> Tensor:
+        """Exact one-hot draws [*shape, ..., V, C] (the Gumbel-max trick: argmax of log q + g)."""
+        log_probs = F.broadcast_to(self.log_probs.detach(), *shape, *self.log_probs.shape)
+        return F.one_hot_straight_through(log_probs + gumbel_like(log_probs, rng)).detach()
+
+
+class UniformCategorical:
+    """The uniform prior over C classes for each of V variables."""
+
+    def __init__(self, variables: int, classes: int):
+        self.variables, self.classes = variables, classes
+
+    def log_prob(self, one_hot) -> Tensor:
+        """−log C for each variable [..., V], whatever the value."""
+        return Tensor(backend.array_module(one_hot.data).full(one_hot.shape[:-1], -math.log(self.classes),
+                                                              one_hot.dtype))
+
+
 # ---- KL divergences by the pair of types ----------------------------------------------------
 
 _KL: dict = {}
@@ -126,6 +175,12 @@ def _kl_normal_normal(q: Normal, p: Normal) -> Tensor:
     """½ (ℓ₂ − ℓ₁ + (e^ℓ₁ + (μ₁ − μ₂)²) e^−ℓ₂ − 1) per dimension."""
     d = q.mu - p.mu
     return 0.5 * (p.logvar - q.logvar + (F.exp(q.logvar) + d * d) * F.exp(-p.logvar) - 1)
+
+
+@register_kl(Categorical, UniformCategorical)
+def _kl_categorical_uniform(q: Categorical, p: UniformCategorical) -> Tensor:
+    """Σ_c q_c (log q_c + log C) per variable [..., V] (Jang et al. 2017, §3.2)."""
+    return F.sum(q.probs * (q.log_probs + math.log(p.classes)), axis=-1)
 
 
 def kl(q, p, z: Optional[Tensor] = None) -> Tensor:

@@ -98,6 +98,11 @@ def diagonal(x, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Tensor:
 expand = broadcast_to
 
 
+def one_hot_straight_through(y) -> Tensor:
+    """One-hot of the argmax over the last axis, with the gradient passed straight to ``y``."""
+    return _shape.OneHotStraightThrough()(y)
+
+
 def transpose(x, dim0: int, dim1: int) -> Tensor:
     """Swap two axes (PyTorch's ``transpose``; for a full reordering use ``permute``)."""
     dims = list(range(x.ndim))

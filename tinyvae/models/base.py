@@ -12,6 +12,7 @@ A family is one ``Model`` subclass in its own file, registered by name
   straight_through             prefixes of the parameters whose gradient is an estimate, not
                                the loss's derivative (a straight-through estimator's); the
                                catalog gradchecks the others and checks these get a gradient
+                               (an instance may set its own where an option decides)
   needs_parent                 True for a second-stage model (a prior over another run's
                                codes): it is built with ``parent``, that run's trained model
                                (``--parent RUN``), which it uses but does not train
