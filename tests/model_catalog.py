@@ -21,6 +21,8 @@ MODELS = [
     ("ae", {"arch": "mlp", "latent_dim": 3}),
     ("ae", {"arch": "conv", "latent_dim": 3}),
     ("ae", {"arch": "mlp", "latent_dim": 2, "code_penalty": 0.0}),
+    ("binary-ae", {"bits": 5}),
+    ("binary-ae", {"arch": "conv", "bits": 4, "estimator": "relaxed", "tau": 2.0}),
     ("gumbel-vae", {"variables": 3, "classes": 4}),
     ("gumbel-vae", {"arch": "conv", "variables": 2, "classes": 3, "estimator": "straight-through",
                     "anneal_rate": 0.1, "anneal_every": 1}),

@@ -76,3 +76,31 @@ def test_temperature_schedule():
     assert [model.temperature(s) for s in (0, 99)] == [1.0, 1.0]
     assert model.temperature(100) == pytest.approx(math.exp(-0.1)) == model.temperature(199)
     assert model.temperature(10 ** 6) == 0.5
+
+
+def test_straight_through_gives_the_value_forward_and_the_gradient_unchanged_backward():
+    y = tv.tensor(np.random.default_rng(8).random((3, 4)), dtype=np.float64, requires_grad=True)
+    value = (np.random.default_rng(9).random((3, 4)) < 0.5).astype(np.float64)
+    out = F.straight_through(value, y)
+    assert np.array_equal(out.numpy(), value)
+    weights = np.random.default_rng(10).normal(size=(3, 4))
+    assert np.array_equal(tv.grad(F.sum(out * tv.tensor(weights, dtype=np.float64)), [y])[0].numpy(), weights)
+    with pytest.raises(ValueError, match="straight_through: value of shape"):
+        F.straight_through(value[:2], y)
+
+
+def test_binary_codes_are_exact_bits_and_the_encoder_learns_through_them():
+    """Straight-through training decodes exact 0/1 bits (sampled with the step's generator)
+    and still moves the encoder; evaluation codes are 1[l > 0]."""
+    from tinyvae.models.base import StepContext
+    model = models.build("binary-ae", {"bits": 8}, rng=np.random.default_rng(0))
+    x = tv.tensor((np.random.default_rng(1).random((6, 784)) < 0.3).astype(np.float32))
+    seen = []
+    decoder = model.decoder
+    model.decoder = lambda bits: (seen.append(bits.numpy().copy()), decoder(bits))[1]
+    loss = model.loss({"x": x, "y": np.zeros(6)}, StepContext(0, 1, np.random.default_rng(2)))["loss"]
+    assert set(np.unique(seen[0])) == {0.0, 1.0}
+    first = model.encoder[0].weight
+    assert np.abs(tv.grad(loss, [first])[0].numpy()).max() > 0
+    logits = model.encoder(x).numpy()
+    assert np.array_equal(model._code(x).numpy(), (logits > 0).astype(np.float32))

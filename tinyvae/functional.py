@@ -98,9 +98,18 @@ def diagonal(x, offset: int = 0, axis1: int = 0, axis2: int = 1) -> Tensor:
 expand = broadcast_to
 
 
+def straight_through(value, y) -> Tensor:
+    """``value`` (an array of y's shape) forward, y's gradient backward."""
+    return _shape.StraightThrough(value)(y)
+
+
 def one_hot_straight_through(y) -> Tensor:
-    """One-hot of the argmax over the last axis, with the gradient passed straight to ``y``."""
-    return _shape.OneHotStraightThrough()(y)
+    """One-hot of the argmax over the last axis (ties to the first), exactly, with the
+    gradient passed straight to ``y``."""
+    xp = backend.array_module(y.data)
+    hard = xp.zeros_like(y.data)
+    xp.put_along_axis(hard, y.data.argmax(axis=-1)[..., None], 1, axis=-1)
+    return straight_through(hard, y)
 
 
 def transpose(x, dim0: int, dim1: int) -> Tensor:
