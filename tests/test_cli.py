@@ -209,13 +209,15 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["sample"], "the following arguments are required: RUN"),
 ])
-def test_bad_arguments_get_one_line(argv, pattern, capsys):
+def test_bad_arguments_get_one_line(argv, pattern, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code = None
     try:
         code = cli.main(argv)
     except SystemExit as e:
         code = e.code
     one_line_error(capsys, code, 2, pattern)
+    assert list(tmp_path.iterdir()) == []                     # refused before any run folder is made
 
 
 def test_missing_checkpoint(tmp_path, capsys):

@@ -2,9 +2,9 @@
 implement is ``base.Model``. Importing this package registers every family."""
 from . import ae, binary_ae, gumbel_vae, pixelcnn_prior, vae, vqvae, vqvae2  # noqa: F401  (registers them)
 from .base import CAPABILITIES, Model, StepContext
-from .registry import ALIASES, build, get, names, register, resolve
+from .registry import ALIASES, build, checked_options, get, names, register, resolve
 from .vae import VAE
 from .ae import AE
 
-__all__ = ["Model", "StepContext", "CAPABILITIES", "register", "get", "names", "build", "resolve",
+__all__ = ["Model", "StepContext", "CAPABILITIES", "register", "get", "names", "build", "checked_options", "resolve",
            "ALIASES", "VAE", "AE"]

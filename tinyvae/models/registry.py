@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Optional
 
 from ..data import SPECS, DataSpec
+from ..options import check
 
 _FAMILIES: dict = {}
 
@@ -52,13 +53,23 @@ def build(name: str, options: Optional[dict] = None, spec: DataSpec = SPECS["mni
     """A family's model from its name (or an alias) and a dict of options (missing ones take
     their defaults), with ``parent`` (a trained model) for a second-stage family; ValueError
     for an unknown name, an option the family does not take, or a parent missing or not wanted."""
+    cls, checked = checked_options(name, options)
+    if cls.needs_parent != (parent is not None):
+        raise ValueError(f"model {cls.name!r} is a second-stage model: give --parent RUN, a trained run it builds on"
+                         if cls.needs_parent else f"model {cls.name!r} takes no --parent")
+    return cls(checked, spec, rng=rng, **({"parent": parent} if cls.needs_parent else {}))
+
+
+def checked_options(name: str, options: Optional[dict] = None) -> tuple:
+    """(family class, its Options with every value checked) for a name and an options dict;
+    ValueError for an unknown name, an option the family does not take, or a value out of
+    range, before anything is built (the trainer asks before it makes a run folder)."""
     family, options = resolve(name, options)
     cls = get(family)
     known = {f.name for f in fields(cls.Options)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"model {family!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
-    if cls.needs_parent != (parent is not None):
-        raise ValueError(f"model {family!r} is a second-stage model: give --parent RUN, a trained run it builds on"
-                         if cls.needs_parent else f"model {family!r} takes no --parent")
-    return cls(cls.Options(**options), spec, rng=rng, **({"parent": parent} if cls.needs_parent else {}))
+    checked = cls.Options(**options)
+    check(checked)
+    return cls, checked
