@@ -9,7 +9,8 @@ from tinyvae.data import DataSpec
 # the parents second-stage families are built on (and trained, for the run tests), by name; a
 # catalog entry "family@parent" is that family on that parent
 PARENTS = {"vqvae": {"num_codes": 6, "code_dim": 3, "hidden": 4, "codebook_init": "uniform"},
-           "vqvae2": {"num_codes": 5, "code_dim": 2, "hidden": 3, "codebook_init": "uniform"}}
+           "vqvae2": {"num_codes": 5, "code_dim": 2, "hidden": 3, "codebook_init": "uniform"},
+           "dvae": {"num_codes": 4, "code_dim": 2, "hidden": 3}}
 
 # (model name, options): each family in each of its architectures, latent kept small
 MODELS = [
@@ -23,6 +24,8 @@ MODELS = [
     ("ae", {"arch": "mlp", "latent_dim": 2, "code_penalty": 0.0}),
     ("binary-ae", {"bits": 5}),
     ("binary-ae", {"arch": "conv", "bits": 4, "estimator": "relaxed", "tau": 2.0}),
+    ("dvae", {"num_codes": 6, "code_dim": 3, "hidden": 4, "kl_warmup_steps": 2}),
+    ("dvae", {"num_codes": 5, "code_dim": 2, "hidden": 4, "estimator": "straight-through", "sigma": 0.5}),
     ("gumbel-vae", {"variables": 3, "classes": 4}),
     ("gumbel-vae", {"arch": "conv", "variables": 2, "classes": 3, "estimator": "straight-through",
                     "anneal_rate": 0.1, "anneal_every": 1}),
@@ -35,6 +38,7 @@ MODELS = [
     ("pixelcnn-prior@vqvae", {"channels": 4, "blocks": 2}),
     ("pixelcnn-prior@vqvae", {"channels": 3, "blocks": 3, "kernel": 5, "conditional": "class"}),
     ("pixelcnn-prior@vqvae2", {"channels": 3, "blocks": 2, "conditional": "class"}),
+    ("pixelcnn-prior@dvae", {"channels": 3, "blocks": 2}),
 ]
 
 # a small image data set for the gradient checks (the conv networks need sides divisible by 4)

@@ -30,17 +30,28 @@ from .registry import register
 
 
 @dataclass
-class GumbelVAEOptions:
-    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)",
-                       choices=nets.ARCHS)
-    variables: int = option(20, "categorical latent variables V", minimum=1)
-    classes: int = option(10, "classes C of each variable", minimum=2)
+class TemperatureOptions:
+    """The Gumbel-softmax temperature schedule (shared with ``dvae``)."""
     tau: float = option(1.0, "initial temperature τ₀ of the relaxation", minimum=1e-3)
     tau_min: float = option(0.5, "lowest temperature τ_min", minimum=1e-3)
     anneal_rate: float = option(3e-5, "r in τ = max(τ_min, τ₀·exp(−r·t))", minimum=0.0)
     anneal_every: int = option(1000, "update τ every this many steps", minimum=1)
     estimator: str = option("relaxed", "relaxed (decode the Gumbel-softmax sample) or straight-through "
                             "(decode its one-hot argmax, pass its gradient)", choices=("relaxed", "straight-through"))
+
+
+def temperature(options: TemperatureOptions, step: int) -> float:
+    """τ = max(τ_min, τ₀·exp(−r·t)), t the step rounded down to a multiple of anneal_every."""
+    o = options
+    return max(o.tau_min, o.tau * math.exp(-o.anneal_rate * (step // o.anneal_every * o.anneal_every)))
+
+
+@dataclass
+class GumbelVAEOptions(TemperatureOptions):
+    arch: str = option("mlp", "network: mlp (784-200-200 tanh) or conv (two stride-2 convolutions)",
+                       choices=nets.ARCHS)
+    variables: int = option(20, "categorical latent variables V", minimum=1)
+    classes: int = option(10, "classes C of each variable", minimum=2)
 
 
 @register
@@ -60,10 +71,6 @@ class GumbelVAE(Model):
             # the encoder's gradient comes through the one-hot's straight-through backward
             self.straight_through = ("encoder.",)
 
-    def temperature(self, step: int) -> float:
-        o = self.options
-        return max(o.tau_min, o.tau * math.exp(-o.anneal_rate * (step // o.anneal_every * o.anneal_every)))
-
     def posterior(self, x: Tensor) -> Categorical:
         """q(z|x): V categoricals, logits [N, V, C]."""
         return Categorical(self.encoder(x).reshape(-1, *self.shape))
@@ -81,7 +88,7 @@ class GumbelVAE(Model):
         return {"recon": recon, "kl": divergence, "elbo": recon - divergence}
 
     def loss(self, batch: dict, ctx: StepContext) -> dict:
-        x, tau = batch["x"], self.temperature(ctx.step)
+        x, tau = batch["x"], temperature(self.options, ctx.step)
         q = self.posterior(x)
         terms = self._terms(x, q.rsample(tau, self.options.estimator == "straight-through", ctx.rng), q)
         return {"loss": -F.mean(terms["elbo"]), "recon": terms["recon"], "kl": terms["kl"], "tau": tau}

@@ -60,6 +60,28 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def conv_encoder(shape: tuple, k: int, out: int, rng) -> nn.Sequential:
+    """Flattened images of ``shape`` (c, h, w) → [N, out, h/4, w/4]: two stride-2 4×4
+    convolutions, a 3×3, two residual blocks, a 1×1 to ``out`` channels."""
+    return nn.Sequential(
+        nn.Unflatten(1, shape),
+        nn.Conv2d(shape[0], k, 4, 2, 1, rng=rng), nn.ReLU(),           # h → h/2
+        nn.Conv2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),                  # h/2 → h/4
+        nn.Conv2d(k, k, 3, 1, 1, rng=rng),
+        ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
+        nn.Conv2d(k, out, 1, rng=rng))
+
+
+def conv_decoder(d: int, k: int, c: int, rng) -> nn.Sequential:
+    """[N, d, h/4, w/4] → flattened images of c channels: the encoder mirrored."""
+    return nn.Sequential(
+        nn.Conv2d(d, k, 3, 1, 1, rng=rng),
+        ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
+        nn.ConvTranspose2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),         # h/4 → h/2
+        nn.ConvTranspose2d(k, c, 4, 2, 1, rng=rng),                    # h/2 → h
+        nn.Flatten())
+
+
 @register
 class VQVAE(Model):
     name = "vqvae"
@@ -84,20 +106,9 @@ class VQVAE(Model):
 
     def _networks(self, c: int, k: int, d: int, rng) -> None:
         """Encoder, quantizer and decoder for c image channels, k hidden channels, codes of d."""
-        self.encoder = nn.Sequential(
-            nn.Unflatten(1, self.spec.shape),
-            nn.Conv2d(c, k, 4, 2, 1, rng=rng), nn.ReLU(),                 # h → h/2
-            nn.Conv2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),                 # h/2 → h/4
-            nn.Conv2d(k, k, 3, 1, 1, rng=rng),
-            ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
-            nn.Conv2d(k, d, 1, rng=rng))
+        self.encoder = conv_encoder(self.spec.shape, k, d, rng)
         self.quantizer = self._quantizer(rng)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(d, k, 3, 1, 1, rng=rng),
-            ResidualBlock(k, rng), ResidualBlock(k, rng), nn.ReLU(),
-            nn.ConvTranspose2d(k, k, 4, 2, 1, rng=rng), nn.ReLU(),        # h/4 → h/2
-            nn.ConvTranspose2d(k, c, 4, 2, 1, rng=rng),                   # h/2 → h
-            nn.Flatten())
+        self.decoder = conv_decoder(d, k, c, rng)
 
     def _quantizer(self, rng) -> nn.VectorQuantizer:
         o = self.options
