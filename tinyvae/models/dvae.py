@@ -39,6 +39,11 @@ class DVAEOptions(TemperatureOptions):
     beta: float = option(1.0, "final weight β of the KL term", minimum=0.0)
     kl_warmup_steps: int = option(5000, "steps over which the KL weight ramps from 0 to β", minimum=1)
     sigma: float = option(0.1, "standard deviation σ of the Gaussian pixel likelihood", minimum=1e-4)
+    # DALL-E anneals τ from 1 to 1/16; over a 10-epoch run of 28×28 images (4690 steps) these
+    # take it to about 0.1
+    tau_min: float = option(1 / 16, "lowest temperature τ_min", minimum=1e-3)
+    anneal_rate: float = option(5e-4, "r in τ = max(τ_min, τ₀·exp(−r·t))", minimum=0.0)
+    anneal_every: int = option(100, "update τ every this many steps", minimum=1)
 
 
 @register
