@@ -79,7 +79,7 @@ def test_a_parent_without_codes_is_refused(tmp_path, capsys):
     assert run("train", "--epochs", 1, "--latent-dim", 2, "--out", tmp_path / "vae", *SMALL) == 0
     capsys.readouterr()
     code = run("train", "--model", "pixelcnn-prior", "--parent", tmp_path / "vae", "--out", tmp_path / "p", *SMALL)
-    one_line(capsys, code, 2, "pixelcnn-prior needs a parent run with discrete codes (a vqvae, vqvae2 or dvae run); the parent is a 'vae'")
+    one_line(capsys, code, 2, "pixelcnn-prior needs a parent run with discrete codes (a vqvae, vqvae2, vqgan or dvae run); the parent is a 'vae'")
 
 
 def test_a_prior_whose_parent_changed_is_refused(runs, tmp_path, capsys):

@@ -180,7 +180,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                                for name in ("train", "test"))
     steps_per_epoch = -(-len(train_split) // run.batch_size)
     schedule = lr_schedule(run, steps_per_epoch)
-    schedulers = [optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for opt in optimizers.values()]
+    schedulers = {name: optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for name, opt in optimizers.items()}
     params = [p for opt in optimizers.values() for p in opt.params]
     guard = DivergenceGuard(run.divergence_factor, run.divergence_steps)
     for note in model.notes(steps_per_epoch * run.epochs):
@@ -203,28 +203,37 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
         bar = _progress(batches, f"epoch {epoch}/{run.epochs}{eta}", steps_per_epoch, progress)
         for batch in bar:
             ctx = StepContext(step=step, epoch=epoch, rng=rng)
-            for opt in optimizers.values():
-                opt.zero_grad()
             terms = model.loss(batch, ctx)
-            value = terms["loss"].item()
+            # one loss for every group, or {group: its loss} (a GAN's generator and discriminator)
+            plan = list(terms["loss"].items()) if isinstance(terms["loss"], dict) else [(None, terms["loss"])]
+            values = {group: loss.item() for group, loss in plan}
+            value = sum(values.values())
             if not math.isfinite(value):
                 raise stop(f"the loss became non-finite ({value})")
             diverged = guard(value)
             if diverged:
                 raise stop(diverged)
-            terms["loss"].backward()
             lr = next(iter(optimizers.values())).lr
-            if run.skip_grad_norm is not None:
-                norm = grad_norm(params)
-                if not norm <= run.skip_grad_norm:
-                    if not skipped:
-                        log(f"epoch {epoch}, step {step + 1}: update skipped, gradient norm {norm:.4g} > "
-                            f"--skip-grad-norm {run.skip_grad_norm:g}")
-                    skipped += 1
-                    continue
-            for opt, scheduler in zip(optimizers.values(), schedulers):
-                opt.step()
-                scheduler.step()
+            stepped = 0
+            for i, (group, loss) in enumerate(plan):
+                for opt in optimizers.values():
+                    opt.zero_grad()
+                loss.backward(retain_graph=i < len(plan) - 1)
+                names = list(optimizers) if group is None else [group]
+                if run.skip_grad_norm is not None:
+                    norm = grad_norm([p for name in names for p in optimizers[name].params])
+                    if not norm <= run.skip_grad_norm:
+                        if not skipped:
+                            log(f"epoch {epoch}, step {step + 1}: update skipped, gradient norm {norm:.4g} > "
+                                f"--skip-grad-norm {run.skip_grad_norm:g}")
+                        skipped += 1
+                        continue
+                for name in names:
+                    optimizers[name].step()
+                    schedulers[name].step()
+                stepped += 1
+            if not stepped:
+                continue
             bad = count_non_finite(p.data for p in params)
             if bad:    # this state is never saved: the run stops with the last checkpoint written
                 raise stop(f"the update made {bad} weights non-finite (lr {lr:g})")
@@ -237,6 +246,9 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
             sums["loss"] = sums.get("loss", 0.0) + value * n
             for key, term in terms.items():
                 if key == "loss":
+                    for group, v in values.items():
+                        if group is not None:
+                            sums[f"loss_{group}"] = sums.get(f"loss_{group}", 0.0) + v * n
                     continue
                 if isinstance(term, (int, float)):
                     numbers[key] = term

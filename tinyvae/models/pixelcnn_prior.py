@@ -64,7 +64,7 @@ class PixelCNNPrior(Model):
     def __init__(self, options: PixelCNNPriorOptions, spec, rng=None, parent=None):
         super().__init__(options, spec, parent)
         if not (parent.can("codes") and parent.can("decode_codes")):
-            raise ValueError(f"pixelcnn-prior needs a parent run with discrete codes (a vqvae, vqvae2 or dvae run); "
+            raise ValueError(f"pixelcnn-prior needs a parent run with discrete codes (a vqvae, vqvae2, vqgan or dvae run); "
                              f"the parent is a {parent.name!r}")
         if options.kernel % 2 == 0:
             raise ValueError(f"--kernel must be odd, got {options.kernel}")

@@ -147,19 +147,23 @@ class VQVAE(Model):
         return F.mean(per_pixel, axis=1)
 
     def loss(self, batch: dict, ctx: StepContext) -> dict:
-        x = batch["x"]
+        out, vqs, terms = self._terms(batch["x"], ctx)
+        return {"loss": F.mean(terms["rec"]) + sum((vq.loss for vq in vqs[1:]), vqs[0].loss), **terms}
+
+    def _terms(self, x: Tensor, ctx: StepContext) -> tuple:
+        """(decoder output, one VQOutput per level, the per-example and batch terms to report);
+        the first call sets the codebooks by k-means if asked."""
         kmeans = self.options.codebook_init == "kmeans" and not int(backend.to_device(self.initialised, "cpu")[0])
         out, vqs = self._forward(x, ctx.rng, kmeans)
         if kmeans:
             self.initialised[...] = 1
-        rec = self._rec(out, x)
-        terms = {"loss": F.mean(rec) + sum((vq.loss for vq in vqs[1:]), vqs[0].loss), "rec": rec}
+        terms = {"rec": self._rec(out, x)}
         for level, vq in zip(self.levels, vqs):
             terms[self._key("batch_perplexity", level)] = vq.perplexity
             terms[self._key("batch_codes_used", level)] = vq.usage
         if self.options.likelihood == "gaussian":
-            terms["mse"] = rec
-        return terms
+            terms["mse"] = terms["rec"]
+        return out, vqs, terms
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
