@@ -33,7 +33,7 @@ def elbo_terms(model, x: Tensor, rng=None) -> dict:
     z, kl_dims = sample_and_kl(q, model.prior(), rng)
     recon = per_example(model.likelihood(z).log_prob(x))
     kl = F.sum(kl_dims, axis=-1)
-    return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "mu": q.mu}
+    return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "mu": q.mu, "z": z}
 
 
 def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Tensor:
@@ -88,6 +88,33 @@ def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
                              params, rng) for take in takes]
         total = F.logsumexp(F.stack(parts, axis=0), axis=0)
     return total - math.log(k)
+
+
+MMD_KERNELS = ("imq", "rbf")
+
+
+def mmd(a: Tensor, b: Tensor, kernel: str = "imq", scale: Optional[float] = None) -> Tensor:
+    """The unbiased estimate of MMD²(P, Q) from samples a [n, d] ~ P and b [m, d] ~ Q (Gretton
+    et al. 2012, eq. 3):
+
+      1/(n(n−1)) Σ_{i≠j} k(a_i, a_j) + 1/(m(m−1)) Σ_{i≠j} k(b_i, b_j) − 2/(nm) Σ_ij k(a_i, b_j)
+
+    with k the inverse multiquadric C / (C + ‖u − v‖²) or the RBF exp(−‖u − v‖² / C), C = 2d
+    by default (Zhao et al.'s InfoVAE, and Tolstikhin et al. 2018 for a unit Gaussian prior)."""
+    if kernel not in MMD_KERNELS:
+        raise ValueError(f"unknown MMD kernel {kernel!r}; expected {', '.join(MMD_KERNELS)}")
+    c = scale if scale is not None else 2.0 * a.shape[1]
+
+    def gram(u: Tensor, v: Tensor) -> Tensor:
+        d2 = F.sum(u * u, axis=1, keepdims=True) + F.sum(v * v, axis=1)[None] - 2.0 * F.matmul(u, v.T)
+        d2 = F.maximum(d2, 0.0)                                      # rounding can dip below 0
+        return c / (c + d2) if kernel == "imq" else F.exp(-d2 / c)
+
+    def within(u: Tensor) -> Tensor:
+        n = u.shape[0]
+        k = gram(u, u)
+        return (F.sum(k) - F.sum(F.diagonal(k))) / (n * (n - 1))
+    return within(a) + within(b) - 2.0 * F.mean(gram(a, b))
 
 
 def active_units(mus: np.ndarray, threshold: float = 0.01) -> int:

@@ -13,12 +13,12 @@ _ACCEPTS = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
 
 
 def option(default: Any, help: str, choices: Optional[tuple] = None, minimum: Optional[float] = None,
-           positive: bool = False):
+           positive: bool = False, maximum: Optional[float] = None):
     """A dataclass field: its default, one line of help, and the values it may take
-    (``choices``, numbers ≥ ``minimum``, or > 0 if ``positive``; numbers must be finite, and
-    float options within float32's range)."""
+    (``choices``, numbers ≥ ``minimum`` and ≤ ``maximum``, or > 0 if ``positive``; numbers
+    must be finite, and float options within float32's range)."""
     return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum,
-                                            "positive": positive})
+                                            "positive": positive, "maximum": maximum})
 
 
 def flag(name: str) -> str:
@@ -53,5 +53,7 @@ def check(options) -> None:
                 raise ValueError(f"{flag(f.name)} must be a finite number within float32's range, got {value!r}")
             if meta.get("minimum") is not None and value < meta["minimum"]:
                 raise ValueError(f"{flag(f.name)} must be at least {meta['minimum']}, got {value!r}")
+            if meta.get("maximum") is not None and value > meta["maximum"]:
+                raise ValueError(f"{flag(f.name)} must be at most {meta['maximum']}, got {value!r}")
             if meta.get("positive") and value <= 0:
                 raise ValueError(f"{flag(f.name)} must be positive, got {value!r}")

@@ -31,13 +31,41 @@ class VAEOptions(NetworkOptions):
     iwae_k: int = option(1, "train on the IWAE bound with K samples (1: the ELBO)", minimum=1)
 
 
+class GaussianVAE(EncoderDecoder):
+    """What every family with the N(0, I) prior and a diagonal Gaussian posterior shares
+    (``vae``, ``info-vae``): the test ELBO and IWAE bound, the prior, sampling."""
+    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
+
+    def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
+        x = batch["x"]
+        terms = objectives.elbo_terms(self, x, ctx.rng)
+        metrics = {key: terms[key] for key in ("elbo", "recon", "kl")}
+        if iwae_k:
+            metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
+        return metrics, {"mu": terms["mu"], "kl_dims": terms["kl_dims"]}
+
+    def eval_summary(self, kept: dict) -> dict:
+        """Active units, and the test set's mean KL of each latent dimension (nats)."""
+        return {**super().eval_summary(kept), "kl_per_dim": [float(v) for v in kept["kl_dims"].mean(axis=0)]}
+
+    def prior(self) -> StandardNormal:
+        """p(z) = N(0, I)."""
+        return StandardNormal(self.latent_dim)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Pixel means of p(x|z) for z ~ N(0, I), [n, *spec.shape]."""
+        return self.decode(rng.standard_normal((n, self.latent_dim)))
+
+    def log_weights(self, x, k: int, rng=None):
+        return objectives.log_weights(self, x, k, rng)
+
+
 @register
-class VAE(EncoderDecoder):
+class VAE(GaussianVAE):
     name = "vae"
     description = "Gaussian VAE with Bernoulli pixels; β, KL annealing, free bits, IWAE training"
     section = "21.2, 21.3.1"
     Options = VAEOptions
-    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
 
     def __init__(self, options: VAEOptions, spec, rng=None):
         if options.iwae_k > 1 and (options.beta != 1 or options.kl_anneal != "none" or options.free_bits):
@@ -63,26 +91,3 @@ class VAE(EncoderDecoder):
             return [f"--kl-anneal linear warms up over {o.warmup_steps} steps, but the run has {total_steps}: "
                     f"the KL weight will end at {end:.3g}, not {o.beta:g} (lower --warmup-steps or train longer)"]
         return []
-
-    def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
-        x = batch["x"]
-        terms = objectives.elbo_terms(self, x, ctx.rng)
-        metrics = {key: terms[key] for key in ("elbo", "recon", "kl")}
-        if iwae_k:
-            metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
-        return metrics, {"mu": terms["mu"], "kl_dims": terms["kl_dims"]}
-
-    def eval_summary(self, kept: dict) -> dict:
-        """Active units, and the test set's mean KL of each latent dimension (nats)."""
-        return {**super().eval_summary(kept), "kl_per_dim": [float(v) for v in kept["kl_dims"].mean(axis=0)]}
-
-    def prior(self) -> StandardNormal:
-        """p(z) = N(0, I)."""
-        return StandardNormal(self.latent_dim)
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Pixel means of p(x|z) for z ~ N(0, I), [n, *spec.shape]."""
-        return self.decode(rng.standard_normal((n, self.latent_dim)))
-
-    def log_weights(self, x, k: int, rng=None):
-        return objectives.log_weights(self, x, k, rng)
