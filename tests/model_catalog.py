@@ -19,6 +19,8 @@ MODELS = [
     ("vae", {"arch": "mlp", "latent_dim": 2, "iwae_k": 3}),
     ("vae", {"arch": "mlp", "latent_dim": 2, "beta": 0.5, "kl_anneal": "linear", "warmup_steps": 4,
              "free_bits": 0.2}),
+    ("skip-vae", {"arch": "mlp", "latent_dim": 3, "beta": 2.0}),
+    ("skip-vae", {"arch": "conv", "latent_dim": 3}),
     ("info-vae", {"arch": "mlp", "latent_dim": 3}),
     ("info-vae", {"arch": "conv", "latent_dim": 2, "alpha": 0.5, "lam": 10.0, "kernel": "rbf"}),
     ("ae", {"arch": "mlp", "latent_dim": 3}),

@@ -13,6 +13,7 @@ from ..autograd import no_grad
 from ..distributions import Bernoulli, Normal
 from ..tensor import Tensor
 from ..options import option
+from .. import nn
 from . import nets
 from .base import Model
 
@@ -33,7 +34,12 @@ class EncoderDecoder(Model):
             options = replace(options, latent_dim=nets.DEFAULT_LATENT.get(options.arch))
         super().__init__(options, spec)
         self.latent_dim = options.latent_dim
-        self.encoder, self.decoder = nets.build(options.arch, spec, 2 * self.latent_dim, self.latent_dim, rng)
+        self.encoder = nets.ENCODERS[options.arch](spec, 2 * self.latent_dim, rng)
+        self.decoder = self._decoder(rng)
+
+    def _decoder(self, rng) -> nn.Module:
+        """latent → pixel logits [N, size]; the architecture's (a family may give its own)."""
+        return nets.DECODERS[self.options.arch](self.spec, self.latent_dim, rng)
 
     def posterior(self, x: Tensor) -> Normal:
         """q(z|x): the encoder's output split into μ and ℓ = log σ² (soft-clamped)."""
