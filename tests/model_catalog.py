@@ -23,6 +23,8 @@ MODELS = [
     ("skip-vae", {"arch": "conv", "latent_dim": 3}),
     ("info-vae", {"arch": "mlp", "latent_dim": 3}),
     ("info-vae", {"arch": "conv", "latent_dim": 2, "alpha": 0.5, "lam": 10.0, "kernel": "rbf"}),
+    ("vae", {"arch": "mlp", "latent_dim": 3, "posterior": "full"}),
+    ("vae", {"arch": "conv", "latent_dim": 3, "posterior": "full", "iwae_k": 3}),
     ("ae", {"arch": "mlp", "latent_dim": 3}),
     ("ae", {"arch": "conv", "latent_dim": 3}),
     ("ae", {"arch": "mlp", "latent_dim": 2, "code_penalty": 0.0}),

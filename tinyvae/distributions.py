@@ -44,9 +44,22 @@ class Normal:
         self.mu = mu
         self.logvar = soft_clamp_logvar(logvar) if clamp else logvar
 
+    def params(self) -> tuple:
+        """The tensors the distribution is made of; ``type(q).of(*q.params())`` rebuilds it."""
+        return self.mu, self.logvar
+
+    @classmethod
+    def of(cls, mu: Tensor, logvar: Tensor) -> "Normal":
+        return cls(mu, logvar, clamp=False)
+
     def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
         """z = μ + exp(½ℓ) ⊙ ε (reparameterisation; differentiable in μ and ℓ)."""
         return self.rsample_and_kl(eps, rng)[0]
+
+    def rsample_and_log_prob(self, eps: Tensor) -> tuple:
+        """(z = μ + exp(½ℓ) ⊙ ε, log q(z) per dimension) for noise ε of any leading shape."""
+        z = self.mu + F.exp(0.5 * self.logvar) * eps
+        return z, self.log_prob(z)
 
     def rsample_and_kl(self, eps: Optional[Tensor] = None, rng=None, per_dim: bool = False) -> tuple:
         """(z, KL(q‖N(0, I))) from one pass of the fused kernel; KL summed over the last axis
@@ -71,6 +84,46 @@ class Normal:
     def entropy(self) -> Tensor:
         """½ Σ_d (1 + log 2π + ℓ), over the last axis."""
         return F.sum(0.5 * (1 + _LOG_2PI + self.logvar), axis=-1)
+
+
+class FullNormal:
+    """Gaussian N(μ, LLᵀ) over the last axis with a full covariance (textbook 21.2.5.2): L
+    [..., D, D] lower triangular with a positive diagonal (the Cholesky factor), z = μ + Lε."""
+
+    def __init__(self, mu: Tensor, scale_tril: Tensor):
+        self.mu, self.scale_tril = mu, scale_tril
+
+    def params(self) -> tuple:
+        return self.mu, self.scale_tril
+
+    @classmethod
+    def of(cls, mu: Tensor, scale_tril: Tensor) -> "FullNormal":
+        return cls(mu, scale_tril)
+
+    def _log_diag(self) -> Tensor:
+        """log L_ii, [..., D]."""
+        return F.log(F.diagonal(self.scale_tril, 0, -2, -1))
+
+    def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
+        if eps is None:
+            eps = standard_normal_like(self.mu, rng)
+        return self.rsample_and_log_prob(eps)[0]
+
+    def rsample_and_log_prob(self, eps: Tensor) -> tuple:
+        """(z = μ + Lε, log q(z)'s terms per dimension: −½(ε_i² + log 2π) − log L_ii), for
+        noise ε [..., N, D] of any leading shape (log|det L| = Σ_i log L_ii)."""
+        z = self.mu + F.matmul(self.scale_tril, eps[..., None])[..., 0]
+        return z, -0.5 * (eps * eps + _LOG_2PI) - self._log_diag()
+
+    def log_prob(self, z) -> Tensor:
+        """log N(z; μ, LLᵀ)'s terms per dimension, through the triangular solve u = L⁻¹(z − μ)
+        (forward substitution, row by row): −½(u_i² + log 2π) − log L_ii."""
+        d, rows = z - self.mu, []
+        for i in range(self.mu.shape[-1]):
+            done = F.sum(self.scale_tril[..., i, :i] * F.stack(rows, axis=-1), axis=-1) if rows else 0.0
+            rows.append((d[..., i] - done) / self.scale_tril[..., i, i])
+        u = F.stack(rows, axis=-1)
+        return -0.5 * (u * u + _LOG_2PI) - self._log_diag()
 
 
 class StandardNormal:
@@ -181,6 +234,13 @@ def _kl_normal_normal(q: Normal, p: Normal) -> Tensor:
 def _kl_categorical_uniform(q: Categorical, p: UniformCategorical) -> Tensor:
     """Σ_c q_c (log q_c + log C) per variable [..., V] (Jang et al. 2017, §3.2)."""
     return F.sum(q.probs * (q.log_probs + math.log(p.classes)), axis=-1)
+
+
+@register_kl(FullNormal, StandardNormal)
+def _kl_full_standard(q: FullNormal, p: StandardNormal) -> Tensor:
+    """KL(N(μ, LLᵀ) ‖ N(0, I)) = ½ (tr LLᵀ + μᵀμ − D − log det LLᵀ) in closed form,
+    split into one term per row i: ½ (Σ_j L_ij² + μ_i² − 1 − 2 log L_ii), which sum to it."""
+    return 0.5 * (F.sum(q.scale_tril * q.scale_tril, axis=-1) + q.mu * q.mu - 1) - q._log_diag()
 
 
 def kl(q, p, z: Optional[Tensor] = None) -> Tensor:

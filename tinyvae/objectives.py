@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from . import functional as F
-from .distributions import Normal, sample_and_kl, standard_normal_like
+from .distributions import sample_and_kl, standard_normal_like
 from .tensor import Tensor
 
 
@@ -47,15 +47,15 @@ def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Ten
     return -(recon - beta * kl)
 
 
-def log_weights(model, x: Tensor, k: int, rng=None, q: Optional[Normal] = None) -> Tensor:
+def log_weights(model, x: Tensor, k: int, rng=None, q=None) -> Tensor:
     """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]
     (``q``: the posterior q(z|x), if already computed). The k·N samples are decoded together,
     as rows ordered sample-major (the noise is the same as k draws of [N, D] one after another)."""
     q, prior = q if q is not None else model.posterior(x), model.prior()
     n = x.shape[0]
     eps = standard_normal_like(F.broadcast_to(q.mu, k, *q.mu.shape), rng)
-    z = q.mu + F.exp(0.5 * q.logvar) * eps                                   # [k, N, D]
-    log_q = F.sum(q.log_prob(z), axis=-1)
+    z, log_q = q.rsample_and_log_prob(eps)                                   # [k, N, D]
+    log_q = F.sum(log_q, axis=-1)
     log_p_z = F.sum(prior.log_prob(z), axis=-1)
     rows = F.reshape(z, k * n, z.shape[-1])
     x_rows = F.reshape(F.broadcast_to(x, k, *x.shape), k * n, *x.shape[1:])
@@ -76,15 +76,15 @@ def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
     graph's, Σ_k w̃_k ∇ log w_k with w̃ = softmax_k(log w)."""
     q = model.posterior(x)
 
-    def chunk_bound(mu: Tensor, logvar: Tensor, take: int) -> Tensor:
-        return F.logsumexp(log_weights(model, x, take, rng, Normal(mu, logvar, clamp=False)), axis=0)
+    def chunk_bound(*q_params: Tensor, take: int) -> Tensor:
+        return F.logsumexp(log_weights(model, x, take, rng, type(q).of(*q_params)), axis=0)
 
     takes = [min(chunk, k - done) for done in range(0, k, chunk)]
     if len(takes) == 1:
-        total = chunk_bound(q.mu, q.logvar, k)
+        total = chunk_bound(*q.params(), take=k)
     else:
         params = list(model.parameters())
-        parts = [F.recompute(lambda mu, logvar, take=take: chunk_bound(mu, logvar, take), (q.mu, q.logvar),
+        parts = [F.recompute(lambda *q_params, take=take: chunk_bound(*q_params, take=take), q.params(),
                              params, rng) for take in takes]
         total = F.logsumexp(F.stack(parts, axis=0), axis=0)
     return total - math.log(k)

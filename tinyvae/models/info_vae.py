@@ -21,11 +21,11 @@ from ..options import option
 from .base import StepContext
 from .latent import NetworkOptions
 from .registry import register
-from .vae import GaussianVAE
+from .vae import GaussianVAE, PosteriorOptions
 
 
 @dataclass
-class InfoVAEOptions(NetworkOptions):
+class InfoVAEOptions(NetworkOptions, PosteriorOptions):
     alpha: float = option(1.0, "α: the per-example KL is weighted by 1 − α (1: the MMD-VAE)", maximum=1.0)
     lam: float = option(1000.0, "λ: the MMD term is weighted by α + λ − 1", minimum=0.0)
     kernel: str = option("imq", "MMD kernel: imq (inverse multiquadric) or rbf, scale 2·latent_dim",

@@ -34,8 +34,12 @@ class EncoderDecoder(Model):
             options = replace(options, latent_dim=nets.DEFAULT_LATENT.get(options.arch))
         super().__init__(options, spec)
         self.latent_dim = options.latent_dim
-        self.encoder = nets.ENCODERS[options.arch](spec, 2 * self.latent_dim, rng)
+        self.encoder = nets.ENCODERS[options.arch](spec, self._posterior_size(), rng)
         self.decoder = self._decoder(rng)
+
+    def _posterior_size(self) -> int:
+        """The encoder's outputs per example: μ and ℓ, 2·latent_dim."""
+        return 2 * self.latent_dim
 
     def _decoder(self, rng) -> nn.Module:
         """latent → pixel logits [N, size]; the architecture's (a family may give its own)."""

@@ -1,5 +1,6 @@
 """The variational autoencoder (textbook 21.2; Kingma & Welling 2014): q(z|x) = N(μ(x), e^ℓ(x)),
-p(z) = N(0, I), Bernoulli pixels p(x|z), trained on
+or with ``--posterior full`` N(μ(x), L(x)L(x)ᵀ) (21.2.5.2), p(z) = N(0, I), Bernoulli pixels
+p(x|z), trained on
 
   ELBO(x) = E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))        (21.3.1 for β ≠ 1)
 
@@ -12,16 +13,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import objectives
-from ..distributions import StandardNormal
+from .. import backend, objectives
+from .. import functional as F
+from ..distributions import FullNormal, Normal, StandardNormal
 from ..options import option
+from ..tensor import Tensor
 from .base import StepContext
 from .latent import EncoderDecoder, NetworkOptions
 from .registry import register
 
 
+POSTERIORS = ("diagonal", "full")
+
+
 @dataclass
-class VAEOptions(NetworkOptions):
+class PosteriorOptions:
+    posterior: str = option("diagonal", "q(z|x): diagonal Gaussian, or full (a full covariance LLᵀ, its "
+                            "Cholesky factor from the encoder)", choices=POSTERIORS)
+
+
+@dataclass
+class VAEOptions(NetworkOptions, PosteriorOptions):
     beta: float = option(1.0, "weight β of the KL term (β-VAE)", minimum=0.0)
     kl_anneal: str = option("none", "KL weight schedule: none, linear warm-up, or cyclical",
                             choices=objectives.KL_SCHEDULES)
@@ -32,9 +44,28 @@ class VAEOptions(NetworkOptions):
 
 
 class GaussianVAE(EncoderDecoder):
-    """What every family with the N(0, I) prior and a diagonal Gaussian posterior shares
-    (``vae``, ``info-vae``): the test ELBO and IWAE bound, the prior, sampling."""
+    """What every family with the N(0, I) prior and a Gaussian posterior (``--posterior``)
+    shares (``vae``, ``info-vae``, ``skip-vae``): the posterior, the test ELBO and IWAE bound,
+    the prior, sampling. ``kl_per_dim`` is the KL of each latent dimension; with a full
+    covariance, the KL's term of each row of L (they sum to the KL)."""
     eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
+
+    def _posterior_size(self) -> int:
+        """μ and ℓ (the log of L's diagonal squared), and with a full covariance L's
+        D(D − 1)/2 entries below the diagonal."""
+        d = self.latent_dim
+        return 2 * d + (d * (d - 1) // 2 if self.options.posterior == "full" else 0)
+
+    def posterior(self, x: Tensor):
+        """q(z|x): N(μ, e^ℓ), or N(μ, LLᵀ) with L_ii = exp(½ℓ_i) and L's lower entries from
+        the encoder (gathered into place: one index, so the backward scatters them back)."""
+        if self.options.posterior == "diagonal":
+            return super().posterior(x)
+        h, d = self.encoder(x), self.latent_dim
+        diagonal = F.exp(0.5 * Normal(h[:, :d], h[:, d:2 * d]).logvar)            # soft-clamped ℓ
+        zero = Tensor(backend.array_module(h.data).zeros((h.shape[0], 1), h.dtype))
+        entries = F.concat([zero, diagonal, h[:, 2 * d:]], axis=1)
+        return FullNormal(h[:, :d], entries[:, _tril_index(d)].reshape(-1, d, d))
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
@@ -68,6 +99,9 @@ class VAE(GaussianVAE):
     Options = VAEOptions
 
     def __init__(self, options: VAEOptions, spec, rng=None):
+        if options.free_bits and options.posterior == "full":
+            raise ValueError("--free-bits is per latent dimension, and a full-covariance posterior's KL does not "
+                             "split into dimensions; drop --free-bits or use --posterior diagonal")
         if options.iwae_k > 1 and (options.beta != 1 or options.kl_anneal != "none" or options.free_bits):
             raise ValueError("--iwae-k > 1 trains the IWAE bound, which has no β, KL annealing or free bits; "
                              "drop --beta, --kl-anneal and --free-bits, or use --iwae-k 1")
@@ -91,3 +125,13 @@ class VAE(GaussianVAE):
             return [f"--kl-anneal linear warms up over {o.warmup_steps} steps, but the run has {total_steps}: "
                     f"the KL weight will end at {end:.3g}, not {o.beta:g} (lower --warmup-steps or train longer)"]
         return []
+
+
+def _tril_index(d: int) -> np.ndarray:
+    """For entries [0, L_11..L_dd, the strict lower triangle row by row]: the index of each of
+    L's d·d elements (0 above the diagonal)."""
+    index = np.zeros((d, d), np.int64)
+    index[np.diag_indices(d)] = 1 + np.arange(d)
+    rows, cols = np.tril_indices(d, -1)
+    index[rows, cols] = 1 + d + np.arange(len(rows))
+    return index.reshape(-1)
