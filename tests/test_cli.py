@@ -11,6 +11,7 @@ from PIL import Image
 
 from tinyvae import cli, data
 from tinyvae import objectives as O
+from tinyvae import train as T
 
 SMALL = ["--train-size", "256", "--test-size", "64", "--batch-size", "64", "--no-progress"]
 
@@ -90,7 +91,7 @@ def test_eval_reports_sample_fd_for_models_that_sample(trained, tmp_path, capsys
 
 
 @pytest.mark.parametrize("command, count", [("sample", "--n"), ("reconstruct", "--n"), ("manifold", "--grid"),
-                                            ("interpolate", "--pairs")])
+                                            ("interpolate", "--pairs"), ("traverse", "--dims")])
 @pytest.mark.parametrize("suffix, fmt", [(".png", "PNG"), (".jpg", "JPEG")])
 def test_picture_commands_write_the_format_their_suffix_names(trained, tmp_path, command, count, suffix, fmt, capsys):
     target = tmp_path / f"{command}{suffix}"
@@ -98,6 +99,27 @@ def test_picture_commands_write_the_format_their_suffix_names(trained, tmp_path,
     with Image.open(target) as img:
         assert img.format == fmt and min(img.size) >= 56
     assert f"wrote {target}" in capsys.readouterr().out
+
+
+def test_traverse_rows_are_the_dimensions_by_kl_each_varied_alone(trained, tmp_path, capsys):
+    """Rows in the order of the run's last kl_per_dim (largest first); within a row only that
+    dimension moves, from −3 to 3, the rest at one test image's posterior mean."""
+    from tinyvae import pictures, saved_run
+    state = saved_run.load(str(trained))
+    kl = state["history"][-1]["kl_per_dim"]
+    assert run("traverse", trained, "-o", tmp_path / "t.png", "--dims", 3) == 0
+    expected = [int(d) for d in np.argsort(-np.asarray(kl), kind="stable")[:3]]
+    assert f"rows: latent dimensions {', '.join(map(str, expected))}, each from -3 to 3" in capsys.readouterr().out
+    model = saved_run.build_model(state).eval()
+    seen = []
+    decode = model.decode
+    model.decode = lambda z: (seen.append(z.copy()), decode(z))[1]
+    split = T.load_split(T.run_options(state["run"]), "test")
+    pictures.traverse_picture(model, split, np.asarray(expected), rows=3, rng=np.random.default_rng(0))
+    z = seen[0].reshape(3, 9, -1)
+    for row, dim in enumerate(expected):
+        others = np.delete(z[row], dim, axis=1)
+        assert np.array_equal(z[row, :, dim], np.linspace(-3, 3, 9)) and (others == others[0]).all()
 
 
 def test_reconstruct_draws_what_training_draws_by_default(trained, tmp_path):

@@ -1,5 +1,5 @@
 """The ``tinyvae`` command (also ``python -m tinyvae``): models, train, eval, sample,
-reconstruct, manifold, interpolate. ``train``'s options are generated from the trainer's
+reconstruct, manifold, interpolate, traverse. ``train``'s options are generated from the trainer's
 ``RunOptions`` and every registered family's ``Options``; an option the chosen model does not
 take is refused. Bad input gets one line on stderr and exit status 2; a run that cannot go on
 (non-finite loss, missing or corrupt data or checkpoint) gets one line and status 1.
@@ -29,9 +29,12 @@ PICTURES = {   # command: (help, its count option, default, most, example)
     "sample": ("decoded samples from the prior", "n", 64, 1024, "--n 100 -o samples.png"),
     "reconstruct": ("test images and their reconstructions", "n", 32, 512, "--n 16 -o recon.jpg"),
     "manifold": ("decoded grid over two latent axes", "grid", 20, 64, "--grid 15 -o manifold.png"),
-    "interpolate": ("latent interpolations between test images", "pairs", 8, 64, "--pairs 4 -o interp.png")}
+    "interpolate": ("latent interpolations between test images", "pairs", 8, 64, "--pairs 4 -o interp.png"),
+    "traverse": ("latent traversals: each dimension (most KL first) from -3 to 3 around a test image's code",
+                 "dims", 10, 64, "--dims 8 -o traverse.png")}
 PICTURE_COUNTS = {"n": "how many images", "grid": "points per side of the grid",
-                  "pairs": "pairs of test images, one row each"}
+                  "pairs": "pairs of test images, one row each",
+                  "dims": "latent dimensions, one row each, the most informative first"}
 EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
                "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units",
                "sample_fd": "sample FD ({fd_samples} samples)",
@@ -271,7 +274,8 @@ def _report(args) -> None:
 
 
 def _picture(args) -> None:
-    model, run = T.load_model(args.run_dir)
+    state = T.saved_run.load(args.run_dir)
+    model, run = T.saved_run.build_model(state).eval(), T.run_options(state["run"])
     pictures.require(model, args.command)
     run.data_dir, run.test_size = args.data_dir or run.data_dir, None
     rng = np.random.default_rng(args.seed)
@@ -286,6 +290,11 @@ def _picture(args) -> None:
         if model.latent_dim != 2:
             print(f"latent is {model.latent_dim}-D: varying dimensions {axes[0]} and {axes[1]} "
                   f"(the most active), the rest held at 0")
+        save_image(args.output, picture)
+    elif args.command == "traverse":
+        order = pictures.latent_order(model, test, state["history"])
+        picture, dims = pictures.traverse_picture(model, test, order, rows=args.count, rng=rng)
+        print(f"rows: latent dimensions {', '.join(map(str, dims))}, each from -3 to 3")
         save_image(args.output, picture)
     else:
         save_image(args.output, pictures.interpolation_picture(model, test, pairs=args.count, rng=rng))

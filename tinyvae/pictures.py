@@ -14,7 +14,7 @@ from .data import Split
 from .viz import image_grid, save_image
 
 NEEDS = {"sample": ("sample",), "reconstruct": ("reconstruct",), "manifold": ("encode", "decode"),
-         "interpolate": ("encode", "decode")}
+         "interpolate": ("encode", "decode"), "traverse": ("encode", "decode")}
 
 
 class MissingCapability(ValueError):
@@ -76,6 +76,32 @@ def manifold_picture(model, split: Split, n: int = 20, span: float = 2.5) -> tup
     z[:, axes[0]] = np.tile(ticks, n)
     z[:, axes[1]] = np.repeat(ticks[::-1], n)
     return image_grid(_tiles(model.decode(z)), columns=n), axes
+
+
+def latent_order(model, split: Split, history: list) -> np.ndarray:
+    """Latent dimensions, most informative first: by the test KL of each dimension where the
+    run's last epoch recorded one (``kl_per_dim``), else by the variance of the test set's
+    posterior means (models without a KL)."""
+    kl = history[-1].get("kl_per_dim") if history else None
+    if kl is not None:
+        return np.argsort(-np.asarray(kl), kind="stable")
+    return np.argsort(-np.var(model.encode(split.x[:2000]), axis=0), kind="stable")
+
+
+def traverse_picture(model, split: Split, order: np.ndarray, rows: int = 10, steps: int = 9, span: float = 3.0,
+                     rng=None) -> tuple:
+    """(picture, dimensions): one row per latent dimension of ``order`` (the first ``rows``),
+    that dimension varied over [−span, span] while the others stay at the posterior mean of
+    one test image (textbook 21.3.1.1's latent traversals)."""
+    require(model, "traverse")
+    rng = rng or np.random.default_rng(0)
+    pick = int(rng.integers(len(split)))
+    mean = model.encode(split.x[pick:pick + 1])[0]
+    dims = [int(d) for d in order[:rows]]
+    z = np.repeat(mean[None], len(dims) * steps, axis=0)
+    for row, dim in enumerate(dims):
+        z[row * steps:(row + 1) * steps, dim] = np.linspace(-span, span, steps)
+    return image_grid(_tiles(model.decode(z)), columns=steps), dims
 
 
 def interpolation_picture(model, split: Split, pairs: int = 8, steps: int = 10, rng=None) -> np.ndarray:
