@@ -19,7 +19,10 @@ A family is one ``Model`` subclass in its own file, registered by name
 
 and implements
 
-  loss(batch, ctx) -> dict     the training loss of a batch: 'loss' (the scalar to minimise),
+  loss(batch, ctx) -> dict     the training loss of a batch: 'loss' (the scalar to minimise,
+                               or {group: scalar} where each parameter group has its own loss,
+                               as a GAN's generator and discriminator: each group is stepped on
+                               its own loss's gradient, a group left out is not stepped),
                                per-example terms in nats (Tensors [N], averaged per epoch as
                                train_<name>), and plain numbers (schedule values, kept as is)
   eval_batch(batch, ctx, iwae_k) -> (metrics, kept)
