@@ -45,9 +45,7 @@ class AAE(AE):
                                            nn.Linear(h, h, rng=rng), nn.ReLU(), nn.Linear(h, 1, rng=rng))
 
     def param_groups(self) -> dict:
-        disc = {id(p) for p in self.discriminator.parameters()}
-        return {"model": [p for p in self.parameters() if id(p) not in disc],
-                "discriminator": list(self.discriminator.parameters())}
+        return self.groups_apart(discriminator=self.discriminator)
 
     def loss(self, batch: dict, ctx: StepContext) -> dict:
         recon, z = self._recon(batch["x"])

@@ -107,6 +107,13 @@ class Model(nn.Module):
         """Name → parameters; each group gets its own optimizer (one group by default)."""
         return {"model": list(self.parameters())}
 
+    def groups_apart(self, **modules: nn.Module) -> dict:
+        """For ``param_groups``: each named module's parameters as its own group, and every
+        other parameter as "model" (a GAN's ``discriminator=self.discriminator``)."""
+        apart = {id(p) for module in modules.values() for p in module.parameters()}
+        return {"model": [p for p in self.parameters() if id(p) not in apart],
+                **{name: list(module.parameters()) for name, module in modules.items()}}
+
     def after_step(self, ctx: StepContext) -> None:
         """Called after every optimizer step (EMA codebooks, temperature schedules, ...)."""
 

@@ -80,9 +80,7 @@ class VQGAN(VQVAE):
         self.straight_through = ("encoder.", "quantizer.", "decoder.")
 
     def param_groups(self) -> dict:
-        disc = {id(p) for p in self.discriminator.parameters()}
-        return {"model": [p for p in self.parameters() if id(p) not in disc],
-                "discriminator": list(self.discriminator.parameters())}
+        return self.groups_apart(discriminator=self.discriminator)
 
     def _images(self, out: Tensor) -> Tensor:
         """The decoder's output as images [N, C, H, W] of pixel means (what D sees)."""
