@@ -25,6 +25,8 @@ MODELS = [
     ("info-vae", {"arch": "conv", "latent_dim": 2, "alpha": 0.5, "lam": 10.0, "kernel": "rbf"}),
     ("vae", {"arch": "mlp", "latent_dim": 3, "posterior": "full"}),
     ("vae", {"arch": "conv", "latent_dim": 3, "posterior": "full", "iwae_k": 3}),
+    ("vae", {"arch": "mlp", "latent_dim": 3, "posterior": "iaf", "iaf_hidden": 5, "iaf_steps": 3}),
+    ("vae", {"arch": "conv", "latent_dim": 2, "posterior": "iaf", "iaf_hidden": 4, "iwae_k": 3}),
     ("aae", {"arch": "mlp", "latent_dim": 3, "disc_hidden": 5}),
     ("aae", {"arch": "conv", "latent_dim": 2, "disc_hidden": 4, "adversarial_weight": 0.5}),
     ("ae", {"arch": "mlp", "latent_dim": 3}),

@@ -45,12 +45,12 @@ class Normal:
         self.logvar = soft_clamp_logvar(logvar) if clamp else logvar
 
     def params(self) -> tuple:
-        """The tensors the distribution is made of; ``type(q).of(*q.params())`` rebuilds it."""
+        """The tensors the distribution is made of; ``q.rebuild(*q.params())`` makes it again
+        (from recomputed tensors: the chunked IWAE bound's backward)."""
         return self.mu, self.logvar
 
-    @classmethod
-    def of(cls, mu: Tensor, logvar: Tensor) -> "Normal":
-        return cls(mu, logvar, clamp=False)
+    def rebuild(self, mu: Tensor, logvar: Tensor) -> "Normal":
+        return Normal(mu, logvar, clamp=False)
 
     def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
         """z = μ + exp(½ℓ) ⊙ ε (reparameterisation; differentiable in μ and ℓ)."""
@@ -96,9 +96,8 @@ class FullNormal:
     def params(self) -> tuple:
         return self.mu, self.scale_tril
 
-    @classmethod
-    def of(cls, mu: Tensor, scale_tril: Tensor) -> "FullNormal":
-        return cls(mu, scale_tril)
+    def rebuild(self, mu: Tensor, scale_tril: Tensor) -> "FullNormal":
+        return FullNormal(mu, scale_tril)
 
     def _log_diag(self) -> Tensor:
         """log L_ii, [..., D]."""
@@ -124,6 +123,57 @@ class FullNormal:
             rows.append((d[..., i] - done) / self.scale_tril[..., i, i])
         u = F.stack(rows, axis=-1)
         return -0.5 * (u * u + _LOG_2PI) - self._log_diag()
+
+
+class IAFNormal:
+    """The inverse autoregressive flow posterior (Kingma et al. 2016; textbook 21.2.5.3):
+    z_0 = μ + σ ⊙ ε, then for each step t, with [m_t, s_t] = MADE_t(z_{t−1}, h) (h: a context
+    from the encoder) and the gate g_t = sigmoid(s_t + 1) (the +1 keeps early steps near the
+    identity),
+
+      z_t = g_t ⊙ z_{t−1} + (1 − g_t) ⊙ m_t,   log q(z_T) = log N(ε; 0, I) − Σ_i log σ_i − Σ_t Σ_i log g_t,i
+
+    (each step's Jacobian is triangular with diagonal g_t, so its log-determinant is Σ log g).
+    ``steps``: the MADE modules, their orderings alternating. No closed-form KL: the ELBO's
+    KL is the one-sample log q(z) − log p(z)."""
+
+    def __init__(self, loc: Tensor, logvar: Tensor, context: Tensor, steps, clamp: bool = True):
+        self.loc, self.context, self.steps = loc, context, steps
+        self.logvar = soft_clamp_logvar(logvar) if clamp else logvar
+        self._mu = None
+
+    def params(self) -> tuple:
+        return self.loc, self.logvar, self.context
+
+    def rebuild(self, loc: Tensor, logvar: Tensor, context: Tensor) -> "IAFNormal":
+        return IAFNormal(loc, logvar, context, self.steps, clamp=False)
+
+    @property
+    def mu(self) -> Tensor:
+        """The flow's image of μ (ε = 0): the posterior's centre, what ``encode`` reports."""
+        if self._mu is None:
+            zeros = Tensor(backend.array_module(self.loc.data).zeros(self.loc.shape, self.loc.dtype))
+            self._mu = self.rsample_and_log_prob(zeros)[0]
+        return self._mu
+
+    def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
+        if eps is None:
+            eps = standard_normal_like(self.loc, rng)
+        return self.rsample_and_log_prob(eps)[0]
+
+    def rsample_and_log_prob(self, eps: Tensor) -> tuple:
+        """(z_T, log q(z_T)'s terms per dimension) for noise ε [..., N, D]."""
+        z = self.loc + F.exp(0.5 * self.logvar) * eps
+        log_q = -0.5 * (eps * eps + _LOG_2PI) - 0.5 * self.logvar
+        lead, d = z.shape[:-1], z.shape[-1]
+        context = F.reshape(F.broadcast_to(self.context, *lead, self.context.shape[-1]), -1, self.context.shape[-1])
+        for step in self.steps:
+            m, s = step(F.reshape(z, -1, d), context)
+            s = F.reshape(s, *lead, d) + 1.0
+            gate = F.sigmoid(s)
+            z = gate * z + (1 - gate) * F.reshape(m, *lead, d)
+            log_q = log_q - F.log_sigmoid(s)
+        return z, log_q
 
 
 class StandardNormal:
@@ -257,8 +307,13 @@ def kl(q, p, z: Optional[Tensor] = None) -> Tensor:
 
 def sample_and_kl(q, p, rng=None) -> tuple:
     """(z ~ q by reparameterisation, KL(q ‖ p) per dimension). A diagonal Gaussian against
-    N(0, I) takes both from one pass of the fused kernel (kernels/reparam_kl.py)."""
+    N(0, I) takes both from one pass of the fused kernel (kernels/reparam_kl.py); a pair with
+    no closed form (a flow) gives the one-sample estimate log q(z) − log p(z), its terms per
+    dimension."""
     if type(q) is Normal and type(p) is StandardNormal:
         return q.rsample_and_kl(rng=rng, per_dim=True)
-    z = q.rsample(rng=rng)
-    return z, kl(q, p, z)
+    if (type(q), type(p)) in _KL:
+        z = q.rsample(rng=rng)
+        return z, kl(q, p, z)
+    z, log_q = q.rsample_and_log_prob(standard_normal_like(q.params()[0], rng))   # a flow: one-sample KL
+    return z, log_q - p.log_prob(z)

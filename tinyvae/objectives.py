@@ -53,7 +53,8 @@ def log_weights(model, x: Tensor, k: int, rng=None, q=None) -> Tensor:
     as rows ordered sample-major (the noise is the same as k draws of [N, D] one after another)."""
     q, prior = q if q is not None else model.posterior(x), model.prior()
     n = x.shape[0]
-    eps = standard_normal_like(F.broadcast_to(q.mu, k, *q.mu.shape), rng)
+    location = q.params()[0]                                                 # μ: the latent's shape
+    eps = standard_normal_like(F.broadcast_to(location, k, *location.shape), rng)
     z, log_q = q.rsample_and_log_prob(eps)                                   # [k, N, D]
     log_q = F.sum(log_q, axis=-1)
     log_p_z = F.sum(prior.log_prob(z), axis=-1)
@@ -77,7 +78,7 @@ def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
     q = model.posterior(x)
 
     def chunk_bound(*q_params: Tensor, take: int) -> Tensor:
-        return F.logsumexp(log_weights(model, x, take, rng, type(q).of(*q_params)), axis=0)
+        return F.logsumexp(log_weights(model, x, take, rng, q.rebuild(*q_params)), axis=0)
 
     takes = [min(chunk, k - done) for done in range(0, k, chunk)]
     if len(takes) == 1:

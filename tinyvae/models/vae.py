@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import backend, objectives
 from .. import functional as F
-from ..distributions import FullNormal, Normal, StandardNormal
+from .. import nn
+from ..distributions import FullNormal, IAFNormal, Normal, StandardNormal
 from ..options import option
 from ..tensor import Tensor
 from .base import StepContext
@@ -23,13 +24,16 @@ from .latent import EncoderDecoder, NetworkOptions
 from .registry import register
 
 
-POSTERIORS = ("diagonal", "full")
+POSTERIORS = ("diagonal", "full", "iaf")
 
 
 @dataclass
 class PosteriorOptions:
-    posterior: str = option("diagonal", "q(z|x): diagonal Gaussian, or full (a full covariance LLᵀ, its "
-                            "Cholesky factor from the encoder)", choices=POSTERIORS)
+    posterior: str = option("diagonal", "q(z|x): diagonal Gaussian, full (a full covariance LLᵀ, its "
+                            "Cholesky factor from the encoder), or iaf (a diagonal Gaussian through "
+                            "inverse autoregressive flow steps)", choices=POSTERIORS)
+    iaf_steps: int = option(2, "flow steps of --posterior iaf (MADEs, orderings alternating)", minimum=1)
+    iaf_hidden: int = option(200, "hidden units of each flow step's MADE", minimum=1)
 
 
 @dataclass
@@ -50,18 +54,28 @@ class GaussianVAE(EncoderDecoder):
     covariance, the KL's term of each row of L (they sum to the KL)."""
     eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
 
+    def __init__(self, options, spec, rng=None):
+        super().__init__(options, spec, rng)
+        if options.posterior == "iaf":
+            d = self.latent_dim
+            self.flows = nn.ModuleList([nn.MADE(d, options.iaf_hidden, context=d, reverse=t % 2 == 1, rng=rng)
+                                        for t in range(options.iaf_steps)])
+
     def _posterior_size(self) -> int:
         """μ and ℓ (the log of L's diagonal squared), and with a full covariance L's
-        D(D − 1)/2 entries below the diagonal."""
-        d = self.latent_dim
-        return 2 * d + (d * (d - 1) // 2 if self.options.posterior == "full" else 0)
+        D(D − 1)/2 entries below the diagonal, with IAF a context h of D numbers."""
+        d, posterior = self.latent_dim, self.options.posterior
+        return 2 * d + {"diagonal": 0, "full": d * (d - 1) // 2, "iaf": d}[posterior]
 
     def posterior(self, x: Tensor):
-        """q(z|x): N(μ, e^ℓ), or N(μ, LLᵀ) with L_ii = exp(½ℓ_i) and L's lower entries from
-        the encoder (gathered into place: one index, so the backward scatters them back)."""
+        """q(z|x): N(μ, e^ℓ); N(μ, LLᵀ) with L_ii = exp(½ℓ_i) and L's lower entries from the
+        encoder (gathered into place: one index, so the backward scatters them back); or the
+        flow of N(μ, e^ℓ) through the MADE steps, given the context h."""
         if self.options.posterior == "diagonal":
             return super().posterior(x)
         h, d = self.encoder(x), self.latent_dim
+        if self.options.posterior == "iaf":
+            return IAFNormal(h[:, :d], h[:, d:2 * d], h[:, 2 * d:], list(self.flows))
         diagonal = F.exp(0.5 * Normal(h[:, :d], h[:, d:2 * d]).logvar)            # soft-clamped ℓ
         zero = Tensor(backend.array_module(h.data).zeros((h.shape[0], 1), h.dtype))
         entries = F.concat([zero, diagonal, h[:, 2 * d:]], axis=1)
