@@ -55,7 +55,7 @@ def parent_digest(parent) -> np.ndarray:
 @register
 class PixelCNNPrior(Model):
     name = "pixelcnn-prior"
-    description = "gated PixelCNN prior over a vqvae run's codes (--parent RUN); samples through its decoder"
+    description = "gated PixelCNN prior over every level of a VQ run's codes (--parent RUN); samples through its decoder"
     section = "21.6.3"
     Options = PixelCNNPriorOptions
     eval_keys = ("test_nll", "bits_per_code", "uniform_nll")
