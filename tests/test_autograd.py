@@ -460,3 +460,18 @@ def test_grad_twice_needs_retain_graph_and_refuses_what_backward_refuses():
     with pytest.raises(ValueError, match="grad_output shape"):
         tv.grad(a * a, [a], grad_output=np.ones(3))
     assert np.array_equal(tv.grad(a * a, [a], grad_output=np.array([1.0, 0.5]))[0].numpy(), [2.0, 2.0])
+
+
+@pytest.mark.parametrize("index, counts", [
+    ((slice(None), np.array([2, 0])), [1, 0, 1]),                 # distinct: assigned
+    ((slice(None), np.array([2, -1])), [0, 0, 2]),                # -1 is 2 again: accumulated
+    ((slice(None), np.array([1, 1, 0])), [1, 2, 0]),
+    ((np.array([True, False]), slice(None)), [1, 1, 1]),          # a mask
+])
+def test_indexing_backward_counts_every_selection(index, counts):
+    """x[index]'s gradient is how many times each element was selected, whether the index
+    repeats elements (accumulated) or not (the faster assignment)."""
+    x = tv.tensor(np.zeros((2, 3)), requires_grad=True)
+    F.sum(x[index]).backward()
+    rows = 1 if isinstance(index[0], np.ndarray) else 2
+    np.testing.assert_array_equal(x.grad[:rows], np.tile(counts, (rows, 1)))

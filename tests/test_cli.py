@@ -64,7 +64,9 @@ def test_resume_continues_exactly(trained, tmp_path):
 def test_eval_json_has_the_documented_keys(trained, capsys):
     assert run("eval", trained, "--iwae-k", 5, "--test-size", 32, "--json", "--fd-samples", 0) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim"}
+    assert set(result) == {"test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim",
+                           "total_correlation"}
+    assert result["total_correlation"] > -0.5    # an estimate of a KL: ≥ 0 up to the estimator's bias
     assert result["test_elbo"] < 0 and result["iwae_k"] == 5
     assert len(result["kl_per_dim"]) == 50 and sum(result["kl_per_dim"]) == pytest.approx(result["test_kl"], rel=1e-5)
     assert result["test_nll_iwae"] <= -result["test_elbo"] + 1.0   # IWAE bound is tighter than the ELBO
@@ -230,6 +232,13 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["eval", "x", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
     (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["sample"], "the following arguments are required: RUN"),
+    (["sweep", "--beta", "1"], "give exactly one option several comma-separated values to sweep"),
+    (["sweep", "--beta", "1,2", "--lr", "0.1,0.2"], "(got several: --beta, --lr)"),
+    (["sweep", "--beta", "1,x"], "argument --beta: invalid float value: 'x'"),
+    (["sweep", "--beta", "1,-2"], "--beta must be at least 0.0, got -2.0"),
+    (["sweep", "--posterior", "full,spherical"], "argument --posterior: invalid choice: 'spherical'"),
+    (["sweep", "--model", "vqvae", "--beta", "0.25,1"], "model 'vqvae' reports no test_kl, test_recon"),
+    (["sweep", "--model", "ae", "--beta", "1,2"], "model 'ae' does not take --beta"),
 ])
 def test_bad_arguments_get_one_line(argv, pattern, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -385,3 +394,30 @@ def test_a_manifold_of_a_one_dimensional_latent_is_refused_in_one_line(tmp_path,
     capsys.readouterr()
     one_line_error(capsys, run("manifold", tmp_path, "-o", tmp_path / "m.png"), 2,
                    "a manifold needs a latent of at least 2 dimensions; this model's has 1")
+
+
+def test_a_sweep_is_runs_equal_to_single_runs_and_continues_when_run_again(tmp_path, capsys):
+    """Each value's run folder holds what ``train`` with that value writes (the same metrics
+    and weights); sweep.jsonl has the last epoch's test metrics of each; run again with more
+    epochs, the sweep resumes each run rather than starting over."""
+    sweep = ["sweep", "--beta", "0.5,2", "--latent-dim", 3, "--out", tmp_path / "sweep", "--seed", 3, *SMALL]
+    assert run(*sweep, "--epochs", 1) == 0
+    assert run("train", "--beta", 2, "--latent-dim", 3, "--out", tmp_path / "single", "--seed", 3, "--epochs", 1,
+               *SMALL) == 0
+    assert without_time(metrics(tmp_path / "sweep" / "beta-2")) == without_time(metrics(tmp_path / "single"))
+    swept, single = (T.saved_run.load(tmp_path / d) for d in ("sweep/beta-2", "single"))
+    assert all(np.array_equal(swept["model"][k], single["model"][k]) for k in single["model"])
+    with open(tmp_path / "sweep" / "sweep.jsonl") as f:
+        points = [json.loads(line) for line in f]
+    assert [p["beta"] for p in points] == [0.5, 2.0]
+    assert points[1]["test_kl"] == metrics(tmp_path / "single")[-1]["test_kl"]
+    assert "total_correlation" in points[1]
+    with Image.open(tmp_path / "sweep" / "rate_distortion.png") as img:
+        assert img.size[0] > 500
+    assert run(*sweep, "--epochs", 2) == 0
+    assert [r["epoch"] for r in metrics(tmp_path / "sweep" / "beta-0.5")] == [1, 2]
+    assert run("train", "--resume", "--out", tmp_path / "single", "--epochs", 2) == 0
+    assert without_time(metrics(tmp_path / "sweep" / "beta-2")) == without_time(metrics(tmp_path / "single"))
+    capsys.readouterr()
+    assert run(*sweep, "--epochs", 2, "--lr", 0.01) == 1
+    one_line_error(capsys, 1, 1, "cannot resume: the run in")

@@ -49,7 +49,7 @@ def _full_normal(rng, n=2, d=3):
     tril = np.tril(a)
     tril[:, range(d), range(d)] = np.abs(tril[:, range(d), range(d)]) + 0.5
     mu = rng.normal(size=(n, d))
-    return mu, tril, FullNormal(tv.tensor(mu, dtype=np.float64), tv.tensor(tril, dtype=np.float64))
+    return mu, tril, FullNormal.from_scale_tril(tv.tensor(mu, dtype=np.float64), tv.tensor(tril, dtype=np.float64))
 
 
 def test_full_covariance_density_and_kl_against_float64_references():
@@ -70,9 +70,10 @@ def test_full_covariance_density_and_kl_against_float64_references():
     sample, log_q = q.rsample_and_log_prob(eps)
     np.testing.assert_allclose(F.sum(log_q, -1).numpy(), F.sum(q.log_prob(sample), -1).numpy(), rtol=1e-12)
     np.testing.assert_allclose(sample.numpy(), mu + np.einsum("nij,knj->kni", tril, eps.numpy()), rtol=1e-12)
+    np.testing.assert_array_equal(q.scale_tril.numpy(), tril)
     inputs = [tv.tensor(mu, dtype=np.float64, requires_grad=True), tv.tensor(tril, dtype=np.float64, requires_grad=True)]
-    assert tv.gradcheck(lambda m, t: F.sum(FullNormal(m, t).log_prob(tv.tensor(z, dtype=np.float64))), inputs)
-    assert tv.gradcheck(lambda m, t: F.sum(kl(FullNormal(m, t), StandardNormal(3))), inputs)
+    assert tv.gradcheck(lambda m, t: F.sum(FullNormal.from_scale_tril(m, t).log_prob(tv.tensor(z, dtype=np.float64))), inputs)
+    assert tv.gradcheck(lambda m, t: F.sum(kl(FullNormal.from_scale_tril(m, t), StandardNormal(3))), inputs)
 
 
 def test_a_full_covariance_vae_has_a_lower_triangular_factor_and_refuses_free_bits():

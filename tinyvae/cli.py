@@ -1,5 +1,5 @@
-"""The ``tinyvae`` command (also ``python -m tinyvae``): models, train, eval, sample,
-reconstruct, manifold, interpolate, traverse. ``train``'s options are generated from the trainer's
+"""The ``tinyvae`` command (also ``python -m tinyvae``): models, train, sweep, eval, plot, report,
+sample, reconstruct, manifold, interpolate, traverse. ``train``'s options are generated from the trainer's
 ``RunOptions`` and every registered family's ``Options``; an option the chosen model does not
 take is refused. Bad input gets one line on stderr and exit status 2; a run that cannot go on
 (non-finite loss, missing or corrupt data or checkpoint) gets one line and status 1.
@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import __version__, models, pictures, quality, records
+from . import __version__, models, pictures, quality, records, sweep
 from . import train as T
 from .checkpoint import CheckpointError
 from .data import DataError
@@ -50,12 +50,47 @@ def _default_text(value) -> str:
     return "none" if value is None else str(value)
 
 
-def _add_option(group, cls, f, text: str) -> None:
+def _add_option(group, cls, f, text: str, listed: bool = False) -> None:
     """``--flag`` for field ``f`` of dataclass ``cls``. Its default stays out of the namespace
-    (argparse.SUPPRESS), so what was typed can be told from what was not."""
+    (argparse.SUPPRESS), so what was typed can be told from what was not. ``listed``: it
+    takes a comma-separated list of values (``tinyvae sweep``)."""
     choices = f.metadata.get("choices")
-    group.add_argument(flag(f.name), dest=f.name, type=value_type(cls, f.name), default=argparse.SUPPRESS,
+    convert = value_type(cls, f.name)
+    if listed:
+        convert, choices = _listed(convert, choices), None
+    group.add_argument(flag(f.name), dest=f.name, type=convert, default=argparse.SUPPRESS,
                        choices=choices, help=text.replace("%", "%%"), metavar=None if choices else f.name.upper())
+
+
+def _listed(convert, choices):
+    """An argparse type: comma-separated values, each converted (and checked against ``choices``)."""
+    def one(part: str):
+        try:
+            return convert(part)
+        except ValueError:      # name the value that is wrong, not the whole list
+            raise argparse.ArgumentTypeError(f"invalid {values.__name__} value: {part!r}") from None
+
+    def values(text: str) -> list:
+        out = [one(part.strip()) for part in text.split(",")]
+        wrong = [v for v in out if choices and v not in choices]
+        if wrong:
+            raise argparse.ArgumentTypeError(f"invalid choice: {wrong[0]!r} (choose from {', '.join(map(str, choices))})")
+        return out
+    values.__name__ = getattr(convert, "__name__", "value")
+    return values
+
+
+def _add_run_and_model_options(p: argparse.ArgumentParser, listed: bool = False) -> None:
+    """The run options and every family's model options, as ``train`` and ``sweep`` take them."""
+    group = p.add_argument_group("run options")
+    for f in fields(T.RunOptions):
+        _add_option(group, T.RunOptions, f, f"{f.metadata['help']} (default {_default_text(f.default)})", listed)
+    group = p.add_argument_group("model options (each taken only by the models named)")
+    for cls, f, takers in model_option_fields().values():
+        helps = {h for _, _, h in takers}       # one meaning, or each family's own (--beta: KL or commitment)
+        meaning = helps.pop() if len(helps) == 1 else "; ".join(f"{n}: {h}" for n, _, h in takers)
+        _add_option(group, cls, f, f"{meaning}; models: {', '.join(n for n, _, _ in takers)}; default "
+                    + ", ".join(f"{_default_text(d)} ({n})" for n, d, _ in takers), listed)
 
 
 def _integer(minimum: int, maximum: Optional[int] = None, why: str = ""):
@@ -111,15 +146,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard logs into DIR/tensorboard (needs tinyvae[tensorboard])")
     t.add_argument("--no-progress", action="store_true", help="no progress bars: one plain line per epoch")
-    group = t.add_argument_group("run options")
-    for f in fields(T.RunOptions):
-        _add_option(group, T.RunOptions, f, f"{f.metadata['help']} (default {_default_text(f.default)})")
-    group = t.add_argument_group("model options (each taken only by the models named)")
-    for cls, f, takers in model_option_fields().values():
-        helps = {h for _, _, h in takers}       # one meaning, or each family's own (--beta: KL or commitment)
-        meaning = helps.pop() if len(helps) == 1 else "; ".join(f"{n}: {h}" for n, _, h in takers)
-        _add_option(group, cls, f, f"{meaning}; models: {', '.join(n for n, _, _ in takers)}; default "
-                    + ", ".join(f"{_default_text(d)} ({n})" for n, d, _ in takers))
+    _add_run_and_model_options(t)
+
+    w = sub.add_parser("sweep", help="one run per value of one option, then rate against distortion "
+                                     "(DIR/sweep.jsonl, DIR/rate_distortion.png)",
+                       epilog="example:\n  tinyvae sweep --model vae --beta 0.1,0.25,0.5,1,2,4,8 --epochs 20 "
+                              "--out runs/beta-sweep\n(each value's run is DIR/<option>-<value>, a run folder like "
+                              "train's; run the same command again to continue a sweep cut short)\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("--model", default=argparse.SUPPRESS, choices=models.names() + sorted(models.ALIASES),
+                   help="registered model or alias, as train takes it (default vae)")
+    w.add_argument("--config", default=None, help="a run's config.json to start from, as train takes it")
+    w.add_argument("--out", default=None, help="the sweep's folder (default: a new folder runs/sweep-<model>-<option>-<time>)")
+    w.add_argument("--overwrite", action="store_true", help="replace runs the folder already holds")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars: one plain line per epoch")
+    _add_run_and_model_options(w, listed=True)
 
     e = sub.add_parser("eval", help="the model's test metrics (VAE: ELBO, reconstruction, KL, IWAE NLL, active units)",
                        epilog="example: tinyvae eval runs/vae-mnist-20261202-101500 --iwae-k 100 --json\n",
@@ -227,6 +268,30 @@ def _train(args) -> None:
     print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
 
 
+def _sweep(args) -> None:
+    """The one option typed with several values is the sweep's axis; each value's request is
+    what ``train`` would make of the same flags with that value (train_request)."""
+    given = vars(args)
+    options = [*model_option_fields(), *(f.name for f in fields(T.RunOptions))]
+    listed = {key: given[key] for key in options if key in given}
+    axes = [key for key, value in listed.items() if len(value) > 1]
+    if len(axes) != 1:
+        raise ValueError("give exactly one option several comma-separated values to sweep, e.g. --beta 0.5,1,4"
+                         + (f" (got several: {', '.join(flag(k) for k in axes)})" if axes else ""))
+    axis = axes[0]
+    requests = []
+    for value in listed[axis]:
+        one = {**given, **{key: v[0] for key, v in listed.items()}, axis: value}
+        requests.append((value, *train_request(argparse.Namespace(**one))))
+    name = requests[0][1]
+    if args.out is None:
+        args.out = os.path.join("runs", f"sweep-{models.resolve(name)[0]}-{axis}-{time.strftime('%Y%m%d-%H%M%S')}")
+        print(f"sweep folder: {args.out}")
+    sweep.sweep(requests, axis, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                command=["tinyvae", *args.argv])
+    print(f"wrote {os.path.join(args.out, sweep.POINTS)} and {os.path.join(args.out, sweep.PICTURE)}")
+
+
 def _eval(args) -> None:
     model, run = T.load_model(args.run_dir)
     run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
@@ -303,6 +368,8 @@ def _picture(args) -> None:
 
 def _on_disk(args) -> str:
     """What an interrupted command leaves behind, read from the disk rather than assumed."""
+    if args.command == "sweep":
+        return f"the runs finished are in {args.out}; run the same command again to continue the sweep"
     if args.command != "train":
         return "nothing was written"
     if args.out is None or not os.path.exists(os.path.join(args.out, T.CHECKPOINT)):
@@ -318,7 +385,7 @@ def main(argv: Optional[list] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
     args.argv = argv
-    handlers = {"models": _models, "train": _train, "eval": _eval, "plot": _plot, "report": _report}
+    handlers = {"models": _models, "train": _train, "sweep": _sweep, "eval": _eval, "plot": _plot, "report": _report}
     try:
         handlers.get(args.command, _picture)(args)
     except (T.TrainingError, RunFolderBusy, CheckpointError, DataError, OSError) as e:   # first: CheckpointError

@@ -31,13 +31,30 @@ def soft_clamp_logvar(logvar: Tensor) -> Tensor:
     return LOGVAR_LIMIT * F.tanh(logvar / LOGVAR_LIMIT)
 
 
+def like(array: np.ndarray, t: Tensor) -> Tensor:
+    """A NumPy array (noise drawn on the host) as a constant tensor with t's dtype and device."""
+    return Tensor(backend.to_device(np.asarray(array).astype(t.dtype), t.device))
+
+
 def standard_normal_like(t: Tensor, rng: Optional[np.random.Generator] = None) -> Tensor:
     """ε ~ N(0, I) with t's shape, dtype and device, from a seeded NumPy generator."""
-    eps = get_rng(rng).standard_normal(t.shape).astype(t.dtype)
-    return Tensor(backend.to_device(eps, t.device))
+    return like(get_rng(rng).standard_normal(t.shape), t)
 
 
-class Normal:
+class Reparameterized:
+    """A posterior z = T(ε) of standard normal noise ε (the Gaussians and the flow):
+    ``noise(lead)`` draws ε [*lead, ..., D] for ``rsample_and_log_prob``, which gives z and
+    log q(z); the von Mises–Fisher posterior has the same two methods with its own noise."""
+
+    def noise(self, lead: tuple = (), rng=None) -> Tensor:
+        location = self.params()[0]
+        return like(get_rng(rng).standard_normal((*lead, *location.shape)), location)
+
+    def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
+        return self.rsample_and_log_prob(self.noise(rng=rng) if eps is None else eps)[0]
+
+
+class Normal(Reparameterized):
     """Diagonal Gaussian N(μ, exp(ℓ)) over the last axis."""
 
     def __init__(self, mu: Tensor, logvar: Tensor, clamp: bool = True):
@@ -86,46 +103,76 @@ class Normal:
         return F.sum(0.5 * (1 + _LOG_2PI + self.logvar), axis=-1)
 
 
-class FullNormal:
+class FullNormal(Reparameterized):
     """Gaussian N(μ, LLᵀ) over the last axis with a full covariance (textbook 21.2.5.2): L
-    [..., D, D] lower triangular with a positive diagonal (the Cholesky factor), z = μ + Lε."""
+    lower triangular with a positive diagonal (the Cholesky factor), z = μ + Lε. L is held as
+    its ``diagonal`` [..., D] and its ``lower`` triangle [..., D(D − 1)/2] row by row (L_21,
+    L_31, L_32, L_41, ...), which is what an encoder outputs; the products with L are taken
+    from these, never forming the D×D matrix (``scale_tril`` forms it, for those who ask)."""
 
-    def __init__(self, mu: Tensor, scale_tril: Tensor):
-        self.mu, self.scale_tril = mu, scale_tril
+    def __init__(self, mu: Tensor, diagonal: Tensor, lower: Tensor):
+        self.mu, self.diagonal, self.lower = mu, diagonal, lower
+        self.dim = mu.shape[-1]
+
+    @classmethod
+    def from_scale_tril(cls, mu: Tensor, scale_tril: Tensor) -> "FullNormal":
+        """From L itself [..., D, D] (its entries above the diagonal are ignored)."""
+        d = mu.shape[-1]
+        rows, cols = np.tril_indices(d, -1)
+        flat = F.reshape(scale_tril, *scale_tril.shape[:-2], d * d)
+        return cls(mu, F.diagonal(scale_tril, 0, -2, -1), flat[..., rows * d + cols])
 
     def params(self) -> tuple:
-        return self.mu, self.scale_tril
+        return self.mu, self.diagonal, self.lower
 
-    def rebuild(self, mu: Tensor, scale_tril: Tensor) -> "FullNormal":
-        return FullNormal(mu, scale_tril)
+    def rebuild(self, mu: Tensor, diagonal: Tensor, lower: Tensor) -> "FullNormal":
+        return FullNormal(mu, diagonal, lower)
+
+    @property
+    def scale_tril(self) -> Tensor:
+        """L [..., D, D]: zeros, diagonal and lower entries gathered into place by one index
+        that is a permutation (so its backward is an assignment)."""
+        d, lead = self.dim, self.lower.shape[:-1]
+        zeros = like(np.zeros((*lead, d * (d - 1) // 2)), self.lower)
+        entries = F.concat([zeros, self.diagonal, self.lower], axis=-1)
+        index = np.zeros((d, d), np.int64)
+        index[np.triu_indices(d, 1)] = np.arange(d * (d - 1) // 2)
+        index[np.diag_indices(d)] = d * (d - 1) // 2 + np.arange(d)
+        index[np.tril_indices(d, -1)] = d * (d + 1) // 2 + np.arange(d * (d - 1) // 2)
+        return F.reshape(entries[..., index.reshape(-1)], *lead, d, d)
+
+    def _row_sums(self, entries: Tensor) -> Tensor:
+        """Σ_{j<i} of lower-triangle values [..., D(D − 1)/2] over each row i: [..., D] (a product
+        with the constant 0/1 matrix that says which row each entry is in)."""
+        rows = np.tril_indices(self.dim, -1)[0]
+        return F.matmul(entries, like(np.eye(self.dim)[rows], entries))
 
     def _log_diag(self) -> Tensor:
         """log L_ii, [..., D]."""
-        return F.log(F.diagonal(self.scale_tril, 0, -2, -1))
-
-    def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
-        if eps is None:
-            eps = standard_normal_like(self.mu, rng)
-        return self.rsample_and_log_prob(eps)[0]
+        return F.log(self.diagonal)
 
     def rsample_and_log_prob(self, eps: Tensor) -> tuple:
-        """(z = μ + Lε, log q(z)'s terms per dimension: −½(ε_i² + log 2π) − log L_ii), for
-        noise ε [..., N, D] of any leading shape (log|det L| = Σ_i log L_ii)."""
-        z = self.mu + F.matmul(self.scale_tril, eps[..., None])[..., 0]
+        """(z = μ + Lε: μ_i + L_ii ε_i + Σ_{j<i} L_ij ε_j; log q(z)'s terms per dimension:
+        −½(ε_i² + log 2π) − log L_ii), for noise ε [..., N, D] of any leading shape (log|det L|
+        = Σ_i log L_ii)."""
+        cols = np.tril_indices(self.dim, -1)[1]
+        z = self.mu + self.diagonal * eps + self._row_sums(self.lower * eps[..., cols])
         return z, -0.5 * (eps * eps + _LOG_2PI) - self._log_diag()
 
     def log_prob(self, z) -> Tensor:
         """log N(z; μ, LLᵀ)'s terms per dimension, through the triangular solve u = L⁻¹(z − μ)
-        (forward substitution, row by row): −½(u_i² + log 2π) − log L_ii."""
+        (forward substitution, row by row; row i's lower entries start at i(i − 1)/2):
+        −½(u_i² + log 2π) − log L_ii."""
         d, rows = z - self.mu, []
-        for i in range(self.mu.shape[-1]):
-            done = F.sum(self.scale_tril[..., i, :i] * F.stack(rows, axis=-1), axis=-1) if rows else 0.0
-            rows.append((d[..., i] - done) / self.scale_tril[..., i, i])
+        for i in range(self.dim):
+            start = i * (i - 1) // 2
+            done = F.sum(self.lower[..., start:start + i] * F.stack(rows, axis=-1), axis=-1) if rows else 0.0
+            rows.append((d[..., i] - done) / self.diagonal[..., i])
         u = F.stack(rows, axis=-1)
         return -0.5 * (u * u + _LOG_2PI) - self._log_diag()
 
 
-class IAFNormal:
+class IAFNormal(Reparameterized):
     """The inverse autoregressive flow posterior (Kingma et al. 2016; textbook 21.2.5.3):
     z_0 = μ + σ ⊙ ε, then for each step t, with [m_t, s_t] = MADE_t(z_{t−1}, h) (h: a context
     from the encoder) and the gate g_t = sigmoid(s_t + 1) (the +1 keeps early steps near the
@@ -156,11 +203,6 @@ class IAFNormal:
             self._mu = self.rsample_and_log_prob(zeros)[0]
         return self._mu
 
-    def rsample(self, eps: Optional[Tensor] = None, rng=None) -> Tensor:
-        if eps is None:
-            eps = standard_normal_like(self.loc, rng)
-        return self.rsample_and_log_prob(eps)[0]
-
     def rsample_and_log_prob(self, eps: Tensor) -> tuple:
         """(z_T, log q(z_T)'s terms per dimension) for noise ε [..., N, D]."""
         z = self.loc + F.exp(0.5 * self.logvar) * eps
@@ -185,6 +227,10 @@ class StandardNormal:
     def log_prob(self, z) -> Tensor:
         """−½ (z² + log 2π), elementwise."""
         return -0.5 * (z * z + _LOG_2PI)
+
+    def sample(self, n: int, rng=None) -> np.ndarray:
+        """n draws, float64 [n, dim]."""
+        return get_rng(rng).standard_normal((n, self.dim))
 
 
 class Bernoulli:
@@ -211,7 +257,7 @@ def gumbel_like(t: Tensor, rng: Optional[np.random.Generator] = None) -> Tensor:
     −log(−log U), U ~ U(0, 1)), from a seeded NumPy generator; E is kept ≥ the smallest normal
     number so g stays finite."""
     e = np.maximum(get_rng(rng).standard_exponential(t.shape), np.finfo(np.float64).tiny)
-    return Tensor(backend.to_device((-np.log(e)).astype(t.dtype), t.device))
+    return like(-np.log(e), t)
 
 
 class Categorical:
@@ -290,7 +336,8 @@ def _kl_categorical_uniform(q: Categorical, p: UniformCategorical) -> Tensor:
 def _kl_full_standard(q: FullNormal, p: StandardNormal) -> Tensor:
     """KL(N(μ, LLᵀ) ‖ N(0, I)) = ½ (tr LLᵀ + μᵀμ − D − log det LLᵀ) in closed form,
     split into one term per row i: ½ (Σ_j L_ij² + μ_i² − 1 − 2 log L_ii), which sum to it."""
-    return 0.5 * (F.sum(q.scale_tril * q.scale_tril, axis=-1) + q.mu * q.mu - 1) - q._log_diag()
+    squares = q.diagonal * q.diagonal + q._row_sums(q.lower * q.lower)
+    return 0.5 * (squares + q.mu * q.mu - 1) - q._log_diag()
 
 
 def kl(q, p, z: Optional[Tensor] = None) -> Tensor:
@@ -315,5 +362,5 @@ def sample_and_kl(q, p, rng=None) -> tuple:
     if (type(q), type(p)) in _KL:
         z = q.rsample(rng=rng)
         return z, kl(q, p, z)
-    z, log_q = q.rsample_and_log_prob(standard_normal_like(q.params()[0], rng))   # a flow: one-sample KL
+    z, log_q = q.rsample_and_log_prob(q.noise(rng=rng))                  # a flow: one-sample KL
     return z, log_q - p.log_prob(z)

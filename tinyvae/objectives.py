@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from . import functional as F
-from .distributions import sample_and_kl, standard_normal_like
+from .distributions import sample_and_kl
 from .tensor import Tensor
 
 
@@ -26,14 +26,15 @@ def per_example(t: Tensor) -> Tensor:
 
 def elbo_terms(model, x: Tensor, rng=None) -> dict:
     """One-sample reconstruction log p(x|z) and KL(q(z|x) ‖ p(z)), per example [N], plus the
-    per-dimension KL [N, latent] (for free bits) and the posterior means (for active units).
+    per-dimension KL [N, latent] (for free bits), the posterior q (its ``mu`` for active
+    units: a flow's costs a pass, so it is only computed when asked for) and the sample z.
     ``model`` gives the three distributions: ``posterior(x)``, ``prior()`` and
     ``likelihood(z)``; the KL is the pair's registered closed form (distributions.kl)."""
     q = model.posterior(x)
     z, kl_dims = sample_and_kl(q, model.prior(), rng)
     recon = per_example(model.likelihood(z).log_prob(x))
     kl = F.sum(kl_dims, axis=-1)
-    return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "mu": q.mu, "z": z}
+    return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "z": z, "q": q}
 
 
 def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Tensor:
@@ -53,9 +54,7 @@ def log_weights(model, x: Tensor, k: int, rng=None, q=None) -> Tensor:
     as rows ordered sample-major (the noise is the same as k draws of [N, D] one after another)."""
     q, prior = q if q is not None else model.posterior(x), model.prior()
     n = x.shape[0]
-    location = q.params()[0]                                                 # μ: the latent's shape
-    eps = standard_normal_like(F.broadcast_to(location, k, *location.shape), rng)
-    z, log_q = q.rsample_and_log_prob(eps)                                   # [k, N, D]
+    z, log_q = q.rsample_and_log_prob(q.noise((k,), rng))                   # [k, N, D]
     log_q = F.sum(log_q, axis=-1)
     log_p_z = F.sum(prior.log_prob(z), axis=-1)
     rows = F.reshape(z, k * n, z.shape[-1])
@@ -122,6 +121,42 @@ def active_units(mus: np.ndarray, threshold: float = 0.01) -> int:
     """Latent dimensions whose posterior mean varies across the data: Cov_x(E_q[z_d]) > 0.01
     (Burda et al. 2016)."""
     return int((np.var(mus, axis=0) > threshold).sum())
+
+
+def total_correlation(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, batch: int = 500,
+                      rows: int = 20) -> float:
+    """TC(z) = KL(q(z) ‖ Π_k q(z_k)) = E_q(z)[log q(z) − Σ_k log q(z_k)] of the aggregate posterior
+    q(z) = 1/N Σ_n q(z|x_n) of N examples with diagonal Gaussian posteriors N(μ_n, e^ℓ_n) and
+    one sample z_n of each, float64 arrays [N, D] (textbook 21.3.1.2; Chen et al. 2018).
+
+    Minibatch-weighted sampling (Chen et al. 2018, App. C): the examples are split into
+    minibatches of about ``batch``, and within one of M examples each density is the weighted
+    mixture of the batch's posteriors, log q(z_i) ≈ log Σ_j w_ij q(z_i|x_j) (and so for each
+    marginal q(z_ik)), with the stratified weights w_ii = 1/N for z_i's own posterior and
+    w_ij = (N − 1)/(N(M − 1)) for the others, which make the estimate of q(z_i) unbiased (and
+    exact when the batch is all N). The mean over i of log q(z_i) − Σ_k log q(z_ik), in nats;
+    ``rows`` of z at a time bound the memory to rows·M·D numbers."""
+    n = len(z)
+    total = 0.0
+    for part in np.array_split(np.arange(n), max(1, round(n / batch))):
+        m = len(part)                       # 1 only when N = 1: q(z) is then q(z|x_1), TC = 0
+        log_w = np.full((m, m), math.log((n - 1) / (n * (m - 1))) if m > 1 else 0.0)
+        np.fill_diagonal(log_w, -math.log(n))
+        zb, mb = z[part], mu[part]
+        half_precision, log_norm = 0.5 * np.exp(-logvar[part]), -0.5 * (math.log(2 * math.pi) + logvar[part])
+        for start in range(0, m, rows):
+            d = zb[start:start + rows, None, :] - mb[None]                            # [r, M, D]
+            log_q = log_norm - d * d * half_precision
+            w = log_w[start:start + rows]
+            joint = _logsumexp(log_q.sum(axis=2) + w, axis=1)
+            marginals = _logsumexp(log_q + w[:, :, None], axis=1).sum(axis=1)
+            total += float((joint - marginals).sum())
+    return total / n
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    top = a.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.exp(a - top).sum(axis=axis))
 
 
 # ---- KL weight schedules: step → β multiplier ------------------------------------------------

@@ -168,3 +168,41 @@ def code_usage(levels: list, num_codes: int, path: str) -> None:
         right.set_axis_off()
         right.set_title("code grids of 8 test images", fontsize=10)
     _save(fig, path)
+
+
+def rate_distortion(points: list, axis: str, path: str) -> None:
+    """A sweep's final test metrics, one point per value of the swept option ``axis``
+    (``points``: dicts with it, test_kl and test_recon, and total_correlation where the model
+    reports it): distortion D = −E log p(x|z) against rate R = KL (Alemi et al. 2018; textbook
+    21.3.1.1), with the isolines of −ELBO = D + R through the points; and TC against the value."""
+    rates = np.array([p["test_kl"] for p in points])
+    distortions = np.array([-p["test_recon"] for p in points])
+    tcs = [p.get("total_correlation") for p in points]
+    with_tc = all(isinstance(v, float) for v in tcs)
+    fig = _figure(10.0 if with_tc else 5.6, 4.6)
+    axes = np.atleast_1d(fig.subplots(1, 2 if with_tc else 1))
+    ax = axes[0]
+    span = np.array([0.0, max(rates.max(), 1.0) * 1.1])
+    for level in sorted({round(v, 1) for v in rates + distortions}):
+        ax.plot(span, level - span, color="0.75", linewidth=0.8, zorder=0)
+    ax.plot(rates, distortions, marker="o", color="C0")
+    for p, r, d in zip(points, rates, distortions):
+        ax.annotate(f"{axis} {p[axis]:g}", (r, d), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlim(span)
+    ax.set_ylim(distortions.min() - 0.1 * np.ptp(distortions) - 1, distortions.max() + 0.1 * np.ptp(distortions) + 1)
+    ax.set_xlabel("rate: KL(q(z|x) ‖ p(z)) (nats)")
+    ax.set_ylabel("distortion: −log p(x|z) (nats)")
+    ax.set_title("rate against distortion (grey: −ELBO = D + R through each point)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if with_tc:
+        values = [p[axis] for p in points]
+        axes[1].plot(values, tcs, marker="o", color="C1")
+        if min(values) > 0:
+            axes[1].set_xscale("log")
+            axes[1].minorticks_off()
+        axes[1].set_xticks(values, [f"{v:g}" for v in values])
+        axes[1].set_xlabel(axis)
+        axes[1].set_ylabel("total correlation of q(z) (nats)")
+        axes[1].set_title("total correlation (minibatch-weighted sampling)", fontsize=10)
+        axes[1].grid(alpha=0.3)
+    _save(fig, path)

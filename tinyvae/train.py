@@ -132,7 +132,7 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
         state = saved_run.load(out_dir)
         run = run_options(state["run"])
         asked = asked or {}
-        _refuse_changes(out_dir, state, run, asked)
+        refuse_changes(out_dir, state, run, asked)
         run = replace(run, **{key: value for key, value in asked.items() if key in RESUME_MAY_CHANGE})
         run.validate()
         if state["epoch"] >= run.epochs:
@@ -161,7 +161,10 @@ def _optimizers(model, run: RunOptions) -> dict:
     return {name: optim.Adam(params, lr=run.lr) for name, params in model.param_groups().items()}
 
 
-def _refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> None:
+def refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> None:
+    """A TrainingError naming the first option in ``asked`` that differs from what the run in
+    out_dir (its checkpoint ``state``, its RunOptions ``run``) was trained with, other than
+    those RESUME_MAY_CHANGE."""
     config = state["model_config"]
     if "model" in asked:
         family, fixed = models.resolve(asked["model"])

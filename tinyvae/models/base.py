@@ -8,7 +8,8 @@ A family is one ``Model`` subclass in its own file, registered by name
                                default, help, allowed values)
   inputs                       'binary' (the data's pixels binarized, dynamically in training)
                                or 'continuous'
-  eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...)
+  eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...;
+                               an instance may narrow them where an option decides)
   straight_through             prefixes of the parameters whose gradient is an estimate, not
                                the loss's derivative (a straight-through estimator's); the
                                catalog gradchecks the others and checks these get a gradient
@@ -76,7 +77,7 @@ class Model(nn.Module):
     section: ClassVar[str] = ""
     Options: ClassVar[type]
     inputs: ClassVar[str] = "binary"
-    eval_keys: ClassVar[tuple] = ()
+    eval_keys: tuple = ()
     needs_parent: ClassVar[bool] = False
     straight_through: ClassVar[tuple] = ()
 

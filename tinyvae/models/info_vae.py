@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .. import objectives
 from .. import functional as F
-from ..distributions import standard_normal_like
+from ..distributions import like
 from ..options import option
 from .base import StepContext
 from .latent import NetworkOptions
@@ -48,6 +48,7 @@ class InfoVAE(GaussianVAE):
     def loss(self, batch: dict, ctx: StepContext) -> dict:
         o = self.options
         terms = objectives.elbo_terms(self, batch["x"], ctx.rng)
-        mmd = objectives.mmd(terms["z"], standard_normal_like(terms["z"], ctx.rng), o.kernel)
+        z = terms["z"]
+        mmd = objectives.mmd(z, like(self.prior().sample(z.shape[0], ctx.rng), z), o.kernel)
         loss = F.mean((1 - o.alpha) * terms["kl"] - terms["recon"]) + (o.alpha + o.lam - 1) * mmd
         return {"loss": loss, "recon": terms["recon"], "kl": terms["kl"], "mmd": float(mmd.item())}

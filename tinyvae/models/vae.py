@@ -1,5 +1,7 @@
 """The variational autoencoder (textbook 21.2; Kingma & Welling 2014): q(z|x) = N(μ(x), e^ℓ(x)),
-or with ``--posterior full`` N(μ(x), L(x)L(x)ᵀ) (21.2.5.2), p(z) = N(0, I), Bernoulli pixels
+or with ``--posterior full`` N(μ(x), L(x)L(x)ᵀ) (21.2.5.2), with ``iaf`` that Gaussian through
+inverse autoregressive flow steps (21.2.5.3), p(z) = N(0, I); or with ``vmf`` a von Mises–Fisher
+posterior vMF(μ(x), κ) and the uniform prior on the unit sphere (21.4.2); Bernoulli pixels
 p(x|z), trained on
 
   ELBO(x) = E_q[log p(x|z)] − β·KL(q(z|x) ‖ p(z))        (21.3.1 for β ≠ 1)
@@ -13,27 +15,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import backend, objectives
+from .. import objectives
 from .. import functional as F
 from .. import nn
 from ..distributions import FullNormal, IAFNormal, Normal, StandardNormal
 from ..options import option
 from ..tensor import Tensor
+from ..von_mises_fisher import UniformSphere, VonMisesFisher
 from .base import StepContext
 from .latent import EncoderDecoder, NetworkOptions
 from .registry import register
 
 
-POSTERIORS = ("diagonal", "full", "iaf")
+POSTERIORS = ("diagonal", "full", "iaf", "vmf")
 
 
 @dataclass
 class PosteriorOptions:
     posterior: str = option("diagonal", "q(z|x): diagonal Gaussian, full (a full covariance LLᵀ, its "
                             "Cholesky factor from the encoder), or iaf (a diagonal Gaussian through "
-                            "inverse autoregressive flow steps)", choices=POSTERIORS)
+                            "inverse autoregressive flow steps), or vmf (von Mises-Fisher on the unit "
+                            "sphere, fixed concentration --kappa, uniform prior)", choices=POSTERIORS)
     iaf_steps: int = option(2, "flow steps of --posterior iaf (MADEs, orderings alternating)", minimum=1)
     iaf_hidden: int = option(200, "hidden units of each flow step's MADE", minimum=1)
+    kappa: float = option(50.0, "concentration κ of --posterior vmf (fixed: the KL is a constant set by κ "
+                          "and the latent dimension)", minimum=1e-3)
 
 
 @dataclass
@@ -51,11 +57,16 @@ class GaussianVAE(EncoderDecoder):
     """What every family with the N(0, I) prior and a Gaussian posterior (``--posterior``)
     shares (``vae``, ``info-vae``, ``skip-vae``): the posterior, the test ELBO and IWAE bound,
     the prior, sampling. ``kl_per_dim`` is the KL of each latent dimension; with a full
-    covariance, the KL's term of each row of L (they sum to the KL)."""
-    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim")
+    covariance, the KL's term of each row of L (they sum to the KL); with vMF, one number.
+    ``total_correlation`` of the test set's aggregate posterior, with the diagonal posterior
+    (whose marginals q(z_k|x) are its factors)."""
+    eval_keys = ("test_elbo", "test_recon", "test_kl", "test_nll_iwae", "iwae_k", "active_units", "kl_per_dim",
+                 "total_correlation")
 
     def __init__(self, options, spec, rng=None):
         super().__init__(options, spec, rng)
+        if options.posterior != "diagonal":
+            self.eval_keys = tuple(key for key in self.eval_keys if key != "total_correlation")
         if options.posterior == "iaf":
             d = self.latent_dim
             self.flows = nn.ModuleList([nn.MADE(d, options.iaf_hidden, context=d, reverse=t % 2 == 1, rng=rng)
@@ -63,23 +74,24 @@ class GaussianVAE(EncoderDecoder):
 
     def _posterior_size(self) -> int:
         """μ and ℓ (the log of L's diagonal squared), and with a full covariance L's
-        D(D − 1)/2 entries below the diagonal, with IAF a context h of D numbers."""
+        D(D − 1)/2 entries below the diagonal, with IAF a context h of D numbers; vMF: the D
+        numbers whose direction is μ."""
         d, posterior = self.latent_dim, self.options.posterior
-        return 2 * d + {"diagonal": 0, "full": d * (d - 1) // 2, "iaf": d}[posterior]
+        return {"diagonal": 2 * d, "full": 2 * d + d * (d - 1) // 2, "iaf": 3 * d, "vmf": d}[posterior]
 
     def posterior(self, x: Tensor):
         """q(z|x): N(μ, e^ℓ); N(μ, LLᵀ) with L_ii = exp(½ℓ_i) and L's lower entries from the
-        encoder (gathered into place: one index, so the backward scatters them back); or the
-        flow of N(μ, e^ℓ) through the MADE steps, given the context h."""
+        encoder; or the
+        flow of N(μ, e^ℓ) through the MADE steps, given the context h; or vMF(h/‖h‖, κ)."""
         if self.options.posterior == "diagonal":
             return super().posterior(x)
         h, d = self.encoder(x), self.latent_dim
+        if self.options.posterior == "vmf":
+            return VonMisesFisher(h / F.sqrt(F.sum(h * h, axis=-1, keepdims=True) + 1e-12), self.options.kappa)
         if self.options.posterior == "iaf":
             return IAFNormal(h[:, :d], h[:, d:2 * d], h[:, 2 * d:], list(self.flows))
         diagonal = F.exp(0.5 * Normal(h[:, :d], h[:, d:2 * d]).logvar)            # soft-clamped ℓ
-        zero = Tensor(backend.array_module(h.data).zeros((h.shape[0], 1), h.dtype))
-        entries = F.concat([zero, diagonal, h[:, 2 * d:]], axis=1)
-        return FullNormal(h[:, :d], entries[:, _tril_index(d)].reshape(-1, d, d))
+        return FullNormal(h[:, :d], diagonal, h[:, 2 * d:])
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
@@ -87,19 +99,27 @@ class GaussianVAE(EncoderDecoder):
         metrics = {key: terms[key] for key in ("elbo", "recon", "kl")}
         if iwae_k:
             metrics["nll_iwae"] = -objectives.iwae_bound(self, x, iwae_k, ctx.rng)
-        return metrics, {"mu": terms["mu"], "kl_dims": terms["kl_dims"]}
+        kept = {"mu": terms["q"].mu, "kl_dims": terms["kl_dims"]}
+        if "total_correlation" in self.eval_keys:
+            kept.update(logvar=terms["q"].logvar, z=terms["z"])
+        return metrics, kept
 
     def eval_summary(self, kept: dict) -> dict:
-        """Active units, and the test set's mean KL of each latent dimension (nats)."""
-        return {**super().eval_summary(kept), "kl_per_dim": [float(v) for v in kept["kl_dims"].mean(axis=0)]}
+        """Active units, the test set's mean KL of each latent dimension (nats), and the
+        total correlation of its aggregate posterior (objectives.total_correlation)."""
+        summary = {**super().eval_summary(kept), "kl_per_dim": [float(v) for v in kept["kl_dims"].mean(axis=0)]}
+        if "logvar" in kept:
+            as64 = (kept[key].astype(np.float64) for key in ("z", "mu", "logvar"))
+            summary["total_correlation"] = objectives.total_correlation(*as64)
+        return summary
 
-    def prior(self) -> StandardNormal:
-        """p(z) = N(0, I)."""
-        return StandardNormal(self.latent_dim)
+    def prior(self):
+        """p(z) = N(0, I), or with the vMF posterior the uniform distribution on the sphere."""
+        return UniformSphere(self.latent_dim) if self.options.posterior == "vmf" else StandardNormal(self.latent_dim)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Pixel means of p(x|z) for z ~ N(0, I), [n, *spec.shape]."""
-        return self.decode(rng.standard_normal((n, self.latent_dim)))
+        """Pixel means of p(x|z) for z ~ p(z), [n, *spec.shape]."""
+        return self.decode(self.prior().sample(n, rng))
 
     def log_weights(self, x, k: int, rng=None):
         return objectives.log_weights(self, x, k, rng)
@@ -113,9 +133,9 @@ class VAE(GaussianVAE):
     Options = VAEOptions
 
     def __init__(self, options: VAEOptions, spec, rng=None):
-        if options.free_bits and options.posterior == "full":
-            raise ValueError("--free-bits is per latent dimension, and a full-covariance posterior's KL does not "
-                             "split into dimensions; drop --free-bits or use --posterior diagonal")
+        if options.free_bits and options.posterior in ("full", "vmf"):
+            raise ValueError(f"--free-bits is per latent dimension, and a {options.posterior} posterior's KL does not "
+                             f"split into dimensions; drop --free-bits or use --posterior diagonal")
         if options.iwae_k > 1 and (options.beta != 1 or options.kl_anneal != "none" or options.free_bits):
             raise ValueError("--iwae-k > 1 trains the IWAE bound, which has no β, KL annealing or free bits; "
                              "drop --beta, --kl-anneal and --free-bits, or use --iwae-k 1")
@@ -140,12 +160,3 @@ class VAE(GaussianVAE):
                     f"the KL weight will end at {end:.3g}, not {o.beta:g} (lower --warmup-steps or train longer)"]
         return []
 
-
-def _tril_index(d: int) -> np.ndarray:
-    """For entries [0, L_11..L_dd, the strict lower triangle row by row]: the index of each of
-    L's d·d elements (0 above the diagonal)."""
-    index = np.zeros((d, d), np.int64)
-    index[np.diag_indices(d)] = 1 + np.arange(d)
-    rows, cols = np.tril_indices(d, -1)
-    index[rows, cols] = 1 + d + np.arange(len(rows))
-    return index.reshape(-1)
