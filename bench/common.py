@@ -108,6 +108,23 @@ def emit(**record) -> None:
     print(json.dumps(record), flush=True)
 
 
+def model_step(model, x) -> Callable[[], None]:
+    """One training step of a tinyvae model on the batch ``x`` (NumPy): its loss, backward and
+    an Adam step at 1e-3, as the trainer takes it."""
+    import numpy as np
+    import tinyvae as tv
+    from tinyvae import optim
+    from tinyvae.models.base import StepContext
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    batch, rng = {"x": tv.tensor(x), "y": np.zeros(len(x), np.int64)}, np.random.default_rng(0)
+
+    def step():
+        opt.zero_grad()
+        model.loss(batch, StepContext(step=0, epoch=1, rng=rng))["loss"].backward()
+        opt.step()
+    return step
+
+
 def try_import_torch(threads: int):
     """PyTorch on the CPU with the same thread count as NumPy, or None if not installed."""
     try:

@@ -9,30 +9,20 @@ Run: python bench/posterior_step.py [--batch 128] [--latent 50] [--arch mlp] [--
 from __future__ import annotations
 
 # first: keeps bench/kernels.py from shadowing `kernels`
-from common import best_of_each, emit, machine
+from common import best_of_each, emit, machine, model_step
 
 import argparse
 
 import numpy as np
 
-import tinyvae as tv
-from tinyvae import models, optim
-from tinyvae.models.base import StepContext
+from tinyvae import models
 
 POSTERIORS = ("diagonal", "full", "iaf", "vmf")
 
 
 def step_of(posterior: str, args, x):
-    model = models.build("vae", {"arch": args.arch, "latent_dim": args.latent, "posterior": posterior},
-                         rng=np.random.default_rng(0))
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    batch, rng = {"x": tv.tensor(x), "y": np.zeros(len(x), np.int64)}, np.random.default_rng(0)
-
-    def step():
-        opt.zero_grad()
-        model.loss(batch, StepContext(step=0, epoch=1, rng=rng))["loss"].backward()
-        opt.step()
-    return step
+    return model_step(models.build("vae", {"arch": args.arch, "latent_dim": args.latent, "posterior": posterior},
+                                   rng=np.random.default_rng(0)), x)
 
 
 def main():

@@ -9,29 +9,19 @@ Run: python bench/vqvae_step.py [--batch 128] [--hidden 64] [--codes 512] [--rep
 from __future__ import annotations
 
 # first: keeps bench/kernels.py from shadowing `kernels`
-from common import best_of_each, emit, machine, try_import_torch
+from common import best_of_each, emit, machine, model_step, try_import_torch
 
 import argparse
 import os
 
 import numpy as np
 
-import tinyvae as tv
-from tinyvae import models, optim
-from tinyvae.models.base import StepContext
+from tinyvae import models
 
 
 def ours(args, x):
-    model = models.build("vqvae", {"hidden": args.hidden, "num_codes": args.codes, "code_dim": args.code_dim,
-                                   "codebook_init": "uniform"}, rng=np.random.default_rng(0))
-    opt = optim.Adam(model.parameters(), lr=1e-3)
-    batch, rng = {"x": tv.tensor(x), "y": np.zeros(len(x), np.int64)}, np.random.default_rng(0)
-
-    def step():
-        opt.zero_grad()
-        model.loss(batch, StepContext(step=0, epoch=1, rng=rng))["loss"].backward()
-        opt.step()
-    return step
+    return model_step(models.build("vqvae", {"hidden": args.hidden, "num_codes": args.codes, "code_dim": args.code_dim,
+                                             "codebook_init": "uniform"}, rng=np.random.default_rng(0)), x)
 
 
 def twin(torch, args, x):
