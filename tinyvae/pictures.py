@@ -1,6 +1,8 @@
 """The pictures a run draws, for any model, from the capabilities it has (``models.base``):
 samples (``sample``), reconstructions (``reconstruct``), a manifold over two latent axes and
-interpolations between test examples (``encode`` and ``decode``). A model without the
+interpolations between test examples (``encode`` and ``decode``), and for a hierarchy samples at
+several temperatures (``sample_at``) and reconstructions from its top layers (``reconstruct_from``).
+A model without the
 capability a picture needs gets one line saying so (``MissingCapability``)."""
 from __future__ import annotations
 
@@ -60,6 +62,28 @@ def labelled_reconstructions(model, split: Split, path: str, n: int = 32, column
     rows = picture.shape[0] // ((split.spec.shape[-1] + 2) * 2)
     plots.grid_plot(picture, path, "test images and their reconstructions", split.spec.shape[-1], 2, 2,
                     y_ticks=["original", "reconstruction"] * (rows // 2))
+
+
+TEMPERATURES = (0.4, 0.6, 0.8, 1.0)
+
+
+def temperature_picture(model, rng: np.random.Generator, columns: int = 10) -> tuple:
+    """(picture, row labels): one row of samples per temperature (the prior's standard
+    deviations scaled by it at every layer; lower is smoother and less varied)."""
+    rows = [_tiles(model.sample_at(columns, rng, t)) for t in TEMPERATURES]
+    return image_grid(np.concatenate(rows), columns), [f"t = {t:g}" for t in TEMPERATURES]
+
+
+def top_layers_picture(model, split: Split, rng: np.random.Generator, columns: int = 10) -> tuple:
+    """(picture, row labels): test images, then for k = L, ..., 0 their reconstructions with
+    the top k layers from the posterior and the rest drawn from the prior: what the top
+    layers alone keep of an image (the top global shape, the bottom detail)."""
+    x = split.x[:columns]
+    rows = [_tiles(x.reshape(-1, *split.spec.shape))]
+    for top in range(model.layers, -1, -1):
+        rows.append(_tiles(model.reconstruct_from(x, top, rng)))
+    labels = ["original"] + [f"top {k} from q" for k in range(model.layers, -1, -1)]
+    return image_grid(np.concatenate(rows), columns), labels
 
 
 def manifold_picture(model, split: Split, n: int = 20, span: float = 2.5) -> tuple:
@@ -122,7 +146,8 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
       samples.png (and samples_epochNNN.png when ``epoch`` is given), reconstructions.png
       with originals and reconstructions labelled, learning_curves.png from ``history``,
       latent.png (test means by label) and manifold.png with its latent values on the axes,
-      code_usage.png for a model with discrete codes.
+      code_usage.png for a model with discrete codes, samples_by_temperature.png and
+      layer_reconstructions.png for a hierarchy.
     """
     from . import plots
     was_training = model.training
@@ -140,6 +165,15 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
             write(f"samples_epoch{epoch:03d}.png", lambda path: save_image(path, picture))
     if model.can("reconstruct"):
         write("reconstructions.png", lambda path: labelled_reconstructions(model, test, path))
+    if model.can("sample_at"):
+        picture, labels = temperature_picture(model, rng)
+        write("samples_by_temperature.png", lambda path: plots.grid_plot(
+            picture, path, "samples at several temperatures", test.spec.shape[-1], 2, 2, y_ticks=labels))
+    if model.can("reconstruct_from"):
+        picture, labels = top_layers_picture(model, test, rng)
+        write("layer_reconstructions.png", lambda path: plots.grid_plot(
+            picture, path, "reconstructions from the top layers (the rest from the prior)", test.spec.shape[-1], 2, 2,
+            y_ticks=labels))
     if model.can("codes"):
         write("code_usage.png", lambda path: plots.code_usage(model.codes(test.x[:2000]), model.num_codes, path))
     if history:

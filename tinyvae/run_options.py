@@ -26,8 +26,9 @@ class RunOptions:
     test_size: Optional[int] = option(None, "use only the first N test examples", minimum=1)
     data_dir: Optional[str] = option(None, "folder holding <dataset>/*.gz (else $TINYVAE_DATA, the cache)")
     parent: Optional[str] = option(None, "run folder of the trained model a second-stage model builds on")
-    skip_grad_norm: Optional[float] = option(None, "skip an update whose gradient norm exceeds this, as VD-VAE "
-                                             "does; each epoch's metrics count the skipped updates", positive=True)
+    skip_grad_norm: Optional[float] = option(None, "skip an update whose gradient norm exceeds this or whose loss "
+                                             "is not finite, as VD-VAE does; each epoch's metrics count the skipped "
+                                             "updates", positive=True)
     divergence_factor: float = option(100.0, "stop when the loss stays above its running median + this multiple "
                                       "of |median| for --divergence-steps steps in a row (0: never)", minimum=0.0)
     keep_samples: str = option("every", "samples_epochNNN.png for every epoch, or only samples.png, the last",

@@ -212,7 +212,12 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
             values = {group: loss.item() for group, loss in plan}
             value = sum(values.values())
             if not math.isfinite(value):
-                raise stop(f"the loss became non-finite ({value})")
+                if run.skip_grad_norm is None:
+                    raise stop(f"the loss became non-finite ({value})")
+                if not skipped:                                      # VD-VAE's rule; said once an epoch
+                    log(f"epoch {epoch}, step {step + 1}: update skipped, the loss is {value}")
+                skipped += 1
+                continue
             diverged = guard(value)
             if diverged:
                 raise stop(diverged)

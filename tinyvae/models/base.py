@@ -45,6 +45,9 @@ the pictures use them only where present (``can``):
   codes(x)             discrete codes: one grid [N, h_l, w_l] of indices into ``num_codes``
                        per level, coarsest first (one level for a VQ-VAE, two for VQ-VAE-2)
   decode_codes(c)      images [N, *spec.shape] from such a list of code grids
+  sample_at(n, rng, temperature)   samples with the prior's standard deviations scaled
+  reconstruct_from(x, top, rng)    a hierarchy's reconstructions with its top ``top`` layers
+                       from the posterior and those below from the prior (``layers``: L)
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ from .. import nn
 from ..data import DataSpec
 from ..options import check
 
-CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights", "codes", "decode_codes")
+CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights", "codes", "decode_codes", "sample_at",
+                "reconstruct_from")
 
 
 @dataclass

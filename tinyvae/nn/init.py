@@ -59,6 +59,11 @@ def _fill(t, values: np.ndarray):
     return t
 
 
+def scale_(t, factor: float):
+    """Multiply t's values by ``factor`` in place (a placeholder stays one)."""
+    return t if _Placeholders.on else _fill(t, t.data * factor)
+
+
 def uniform_(t, low: float = 0.0, high: float = 1.0, rng=None):
     return t if _Placeholders.on else _fill(t, get_rng(rng).uniform(low, high, t.shape))
 
