@@ -232,6 +232,7 @@ def one_line_error(capsys, code, expected_code, pattern):
     (["eval", "x", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
     (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
     (["sample"], "the following arguments are required: RUN"),
+    (["train", "--model", "hvae", "--residual", "maybe"], "argument --residual: invalid boolean value: 'maybe'"),
     (["sweep", "--beta", "1"], "give exactly one option several comma-separated values to sweep"),
     (["sweep", "--beta", "1,2", "--lr", "0.1,0.2"], "(got several: --beta, --lr)"),
     (["sweep", "--beta", "1,x"], "argument --beta: invalid float value: 'x'"),
@@ -421,3 +422,10 @@ def test_a_sweep_is_runs_equal_to_single_runs_and_continues_when_run_again(tmp_p
     capsys.readouterr()
     assert run(*sweep, "--epochs", 2, "--lr", 0.01) == 1
     one_line_error(capsys, 1, 1, "cannot resume: the run in")
+
+
+def test_a_boolean_option_reads_the_word_typed():
+    parser = cli._parser()
+    for word, value in (("false", False), ("False", False), ("no", False), ("true", True), ("1", True)):
+        args = parser.parse_args(["train", "--model", "hvae", "--residual", word])
+        assert cli.train_request(args)[1]["residual"] is value

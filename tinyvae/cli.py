@@ -56,10 +56,21 @@ def _add_option(group, cls, f, text: str, listed: bool = False) -> None:
     takes a comma-separated list of values (``tinyvae sweep``)."""
     choices = f.metadata.get("choices")
     convert = value_type(cls, f.name)
+    if convert is bool:                  # bool("false") is True: read the word instead
+        convert, choices = boolean, None
     if listed:
         convert, choices = _listed(convert, choices), None
     group.add_argument(flag(f.name), dest=f.name, type=convert, default=argparse.SUPPRESS,
-                       choices=choices, help=text.replace("%", "%%"), metavar=None if choices else f.name.upper())
+                       choices=choices, help=text.replace("%", "%%"),
+                       metavar=None if choices else "true|false" if convert is boolean else f.name.upper())
+
+
+def boolean(text: str) -> bool:
+    """true/false (also yes/no, 1/0), in any case; argparse names it "boolean" when it is neither."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(text)
+    return words[text.lower()]
 
 
 def _listed(convert, choices):
