@@ -125,6 +125,20 @@ def model_step(model, x) -> Callable[[], None]:
     return step
 
 
+def race_pytorch_twin(ours: Callable[[], None], make_twin: Callable, repeats: int, warmup: int = 2) -> dict:
+    """Our step against its PyTorch twin (``make_twin(torch)``, when PyTorch is installed), in
+    turns on the same threads: {"seconds": ours, and "peer", "peer_seconds", "ratio"}."""
+    torch = try_import_torch(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
+    fns = {"tinyvae": ours}
+    if torch is not None:
+        fns["pytorch"] = make_twin(torch)
+    best = best_of_each(fns, repeats=repeats, warmup=warmup)
+    out = {"seconds": best["tinyvae"]}
+    if "pytorch" in best:
+        out.update(peer="pytorch " + torch.__version__, peer_seconds=best["pytorch"], ratio=best["tinyvae"] / best["pytorch"])
+    return out
+
+
 def try_import_torch(threads: int):
     """PyTorch on the CPU with the same thread count as NumPy, or None if not installed."""
     try:

@@ -10,10 +10,9 @@ Run: python bench/hvae_step.py [--batch 128] [--repeats 30] [--arch mlp conv]
 from __future__ import annotations
 
 # first: keeps bench/kernels.py from shadowing `kernels`
-from common import best_of_each, emit, machine, model_step, try_import_torch
+from common import emit, machine, model_step, race_pytorch_twin
 
 import argparse
-import os
 
 import numpy as np
 
@@ -115,19 +114,12 @@ def main():
     p.add_argument("--arch", nargs="+", choices=("mlp", "conv"), default=["mlp", "conv"])
     args = p.parse_args()
     x = (np.random.default_rng(0).random((args.batch, 784)) < 0.3).astype(np.float32)
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    torch = try_import_torch(threads)
     for arch in args.arch:
-        fns = {"tinyvae": model_step(models.build("hvae", {"arch": arch, "layers": 2}, rng=np.random.default_rng(0)), x)}
-        if torch is not None:
-            fns["pytorch"] = twin(torch, arch, x)
-        best = best_of_each(fns, repeats=args.repeats, warmup=3)
+        step = model_step(models.build("hvae", {"arch": arch, "layers": 2}, rng=np.random.default_rng(0)), x)
+        timing = race_pytorch_twin(step, lambda torch: twin(torch, arch, x), args.repeats, warmup=3)
         record = {"what": f"hvae training step, 2 layers, --arch {arch} (loss, backward, Adam)",
                   "shape": [args.batch, 784], "dtype": "float32", "device": "cpu", "processor": machine(),
-                  "repeats": args.repeats, "seconds": best["tinyvae"], "images_per_second": args.batch / best["tinyvae"]}
-        if "pytorch" in best:
-            record.update(peer="pytorch " + torch.__version__, peer_seconds=best["pytorch"],
-                          ratio=best["tinyvae"] / best["pytorch"])
+                  "repeats": args.repeats, **timing, "images_per_second": args.batch / timing["seconds"]}
         emit(**record)
 
 

@@ -10,10 +10,9 @@ Run: python bench/pixelcnn_step.py [--batch 128] [--grid 7] [--codes 512] [--cha
 from __future__ import annotations
 
 # first: keeps bench/kernels.py from shadowing `kernels`
-from common import best_of_each, emit, machine, try_import_torch
+from common import emit, machine, race_pytorch_twin
 
 import argparse
-import os
 
 import numpy as np
 
@@ -91,20 +90,12 @@ def main():
     p.add_argument("--repeats", type=int, default=12)
     args = p.parse_args()
     codes = np.random.default_rng(0).integers(0, args.codes, (args.batch, args.grid, args.grid))
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    torch = try_import_torch(threads)
-    fns = {"tinyvae": ours(args, codes)}
-    if torch is not None:
-        fns["pytorch"] = twin(torch, args, codes)
-    best = best_of_each(fns, repeats=args.repeats, warmup=2)
+    timing = race_pytorch_twin(ours(args, codes), lambda torch: twin(torch, args, codes), args.repeats)
     record = {"what": "gated PixelCNN prior training step (logits, cross-entropy, backward, Adam)",
               "shape": [args.batch, args.grid, args.grid], "codes": args.codes, "channels": args.channels,
               "blocks": args.blocks, "kernel": args.kernel, "dtype": "float32", "device": "cpu",
-              "processor": machine(), "repeats": args.repeats, "seconds": best["tinyvae"],
-              "grids_per_second": args.batch / best["tinyvae"]}
-    if "pytorch" in best:
-        record.update(peer="pytorch " + torch.__version__, peer_seconds=best["pytorch"],
-                      ratio=best["tinyvae"] / best["pytorch"])
+              "processor": machine(), "repeats": args.repeats, **timing,
+              "grids_per_second": args.batch / timing["seconds"]}
     emit(**record)
 
 

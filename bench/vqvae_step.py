@@ -9,10 +9,9 @@ Run: python bench/vqvae_step.py [--batch 128] [--hidden 64] [--codes 512] [--rep
 from __future__ import annotations
 
 # first: keeps bench/kernels.py from shadowing `kernels`
-from common import best_of_each, emit, machine, model_step, try_import_torch
+from common import emit, machine, model_step, race_pytorch_twin
 
 import argparse
-import os
 
 import numpy as np
 
@@ -73,19 +72,11 @@ def main():
     p.add_argument("--repeats", type=int, default=12)
     args = p.parse_args()
     x = np.random.default_rng(0).random((args.batch, 784)).astype(np.float32)
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    torch = try_import_torch(threads)
-    fns = {"tinyvae": ours(args, x)}
-    if torch is not None:
-        fns["pytorch"] = twin(torch, args, x)
-    best = best_of_each(fns, repeats=args.repeats, warmup=2)
+    timing = race_pytorch_twin(ours(args, x), lambda torch: twin(torch, args, x), args.repeats)
     record = {"what": "vqvae training step (loss, backward, Adam)", "shape": [args.batch, 1, 28, 28],
               "hidden": args.hidden, "codes": args.codes, "code_dim": args.code_dim, "dtype": "float32",
-              "device": "cpu", "processor": machine(), "repeats": args.repeats,
-              "seconds": best["tinyvae"], "images_per_second": args.batch / best["tinyvae"]}
-    if "pytorch" in best:
-        record.update(peer="pytorch " + torch.__version__, peer_seconds=best["pytorch"],
-                      ratio=best["tinyvae"] / best["pytorch"])
+              "device": "cpu", "processor": machine(), "repeats": args.repeats, **timing,
+              "images_per_second": args.batch / timing["seconds"]}
     emit(**record)
 
 
