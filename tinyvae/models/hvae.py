@@ -165,7 +165,8 @@ class HVAE(Model):
         layers, state = self.hierarchy(x, rng)
         recon = objectives.per_example(self.likelihood(layers[-1][0], state).log_prob(x))
         kls = [self._kl(*layer) for layer in layers][::-1]                   # bottom (l = 1) first
-        return {"recon": recon, "kls": kls, "mus": [layer[1].mu for layer in layers][::-1]}
+        return {"recon": recon, "kls": kls, "kl": sum(kls[1:], kls[0]),
+                "mus": [layer[1].mu for layer in layers][::-1]}
 
     # ---- training and evaluation --------------------------------------------------------------
 
@@ -179,8 +180,7 @@ class HVAE(Model):
         loss = F.mean(beta * weighted - t["recon"])
         if self.spectral is not None:
             loss = loss + o.spectral * self.spectral.penalty()
-        kl_total = sum(t["kls"][1:], t["kls"][0])
-        return {"loss": loss, "recon": t["recon"], "kl": kl_total, "kl_weight": beta,
+        return {"loss": loss, "recon": t["recon"], "kl": t["kl"], "kl_weight": beta,
                 **{f"kl_{l}": k for l, k in zip(self._names(), t["kls"])}}
 
     def after_step(self, ctx: StepContext) -> None:
@@ -190,8 +190,7 @@ class HVAE(Model):
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         x = batch["x"]
         t = self._terms(x, ctx.rng)
-        kl_total = sum(t["kls"][1:], t["kls"][0])
-        metrics = {"elbo": t["recon"] - kl_total, "recon": t["recon"], "kl": kl_total,
+        metrics = {"elbo": t["recon"] - t["kl"], "recon": t["recon"], "kl": t["kl"],
                    **{f"kl_{l}": k for l, k in zip(self._names(), t["kls"])}}
         if iwae_k:
             chunks = [self.log_weights(x, min(100, iwae_k - done), ctx.rng) for done in range(0, iwae_k, 100)]

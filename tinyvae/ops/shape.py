@@ -91,7 +91,6 @@ class GetItem(Function):
 
     def __init__(self, index):
         self.index = index
-        self.repeats = _is_advanced(index) and _may_repeat(index)
 
     def forward(self, x):
         self.in_shape, self.in_dtype = x.shape, x.dtype
@@ -100,7 +99,7 @@ class GetItem(Function):
     def backward(self, gy):
         xp = backend.array_module(gy)
         g = xp.zeros(self.in_shape, gy.dtype)
-        if self.repeats:
+        if _is_advanced(self.index) and _may_repeat(self.index):     # asked here: no cost without backward
             backend.scatter_add(g, self.index, gy)
         else:
             g[self.index] = gy
