@@ -90,6 +90,13 @@ def test_eval_reports_sample_fd_for_models_that_sample(trained, tmp_path, capsys
     capsys.readouterr()
     assert run("eval", tmp_path / "ae", "--test-size", 50, "--json", "--fd-samples", 300) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"test_recon", "active_units"}
+    assert run("train", "--model", "m2", "--labels", 20, "--hidden", 20, "--epochs", 1, "--out", tmp_path / "m2",
+               *SMALL) == 0
+    capsys.readouterr()
+    assert run("eval", tmp_path / "m2", "--test-size", 50, "--json", "--fd-samples", 200) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"test_elbo", "test_accuracy", "sample_fd", "cond_sample_accuracy", "fd_samples"}
+    assert 0 <= result["cond_sample_accuracy"] <= 1
 
 
 @pytest.mark.parametrize("command, count", [("sample", "--n"), ("reconstruct", "--n"), ("manifold", "--grid"),

@@ -119,6 +119,17 @@ def test_declared_capabilities_have_the_right_shapes(name, options):
     if model.can("sample"):
         images = model.sample(5, np.random.default_rng(0))
         assert images.shape == (5, *shape) and images.min() >= 0 and images.max() <= 1
+    if model.can("classify"):
+        guess = model.classify(split.x)
+        assert guess.shape == (6,) and set(guess) <= set(range(TINY_IMAGES.classes))
+    if model.can("sample_given"):
+        assert model.sample_given(np.array([0, 3, 9]), np.random.default_rng(0)).shape == (3, *shape)
+    if model.can("restyle"):
+        assert model.restyle(split.x, np.arange(6)).shape == (6, *shape)
+    if model.can("impute"):
+        observed = np.random.default_rng(1).random(split.x.shape) < 0.5
+        filled = model.impute(split.x, observed, np.random.default_rng(0))
+        assert filled.shape == (6, *shape) and np.array_equal(filled.reshape(6, -1)[observed], split.x[observed])
     if model.can("log_weights"):
         with tv.no_grad():
             assert model.log_weights(batch_of(model, split)["x"], 4, np.random.default_rng(0)).shape == (4, 6)

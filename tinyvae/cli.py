@@ -38,6 +38,9 @@ PICTURE_COUNTS = {"n": "how many images", "grid": "points per side of the grid",
 EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction log p(x|z)",
                "test_kl": "KL(q(z|x) || p(z))", "test_nll_iwae": "NLL, IWAE K={iwae_k}", "active_units": "active units",
                "sample_fd": "sample FD ({fd_samples} samples)",
+               "cond_sample_accuracy": "label of samples given it", "test_accuracy": "accuracy of q(y|x)",
+               "test_label_accuracy": "label from the image alone", "test_imputation_mse": "imputation MSE",
+               "test_mean_imputation_mse": "mean imputation MSE",
                "kl_per_dim": "KL per dimension (nats)"}
 
 
@@ -180,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--iwae-k", type=_integer(1), default=5000,
                    help="samples per example of the IWAE bound, where the model has one (default 5000)")
     e.add_argument("--fd-samples", type=_integer(0), default=10000,
-                   help="samples for sample_fd, where the model samples images; 0 skips it (default 10000)")
+                   help="samples for sample_fd, where the model samples images, and for cond_sample_accuracy, "
+                        "where it samples given a label; 0 skips both (default 10000)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--test-size", type=_integer(1), default=None, help="use only the first N test images (default all)")
     e.add_argument("--batch-size", type=_integer(1), default=100, help="test images per batch (default 100)")
@@ -311,10 +315,14 @@ def _eval(args) -> None:
     result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size, iwae_k=iwae_k,
                         stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} images",
                         bar=not args.no_progress)
-    if args.fd_samples > 0 and model.can("sample"):
+    if args.fd_samples > 0 and (model.can("sample") or model.can("sample_given")):
         classifier, _ = quality.load_classifier(run.dataset, run.data_dir, log=lambda m: print(m, file=sys.stderr))
-        result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
-                                                n=args.fd_samples, show=not args.no_progress)
+        if model.can("sample"):
+            result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
+                                                    n=args.fd_samples, show=not args.no_progress)
+        if model.can("sample_given"):
+            result["cond_sample_accuracy"] = quality.conditional_accuracy(
+                model, np.random.default_rng([args.seed, 2]), classifier, n=args.fd_samples)
         result["fd_samples"] = args.fd_samples
     if args.json:    # strict JSON: a value that is not finite is null
         print(json.dumps(records.strict(result), allow_nan=False))

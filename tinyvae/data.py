@@ -92,6 +92,17 @@ class Split:
         return replace(self, x=binarize(self.x, rng))
 
 
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """A 0/1 mask [N, size] (which pixels of each example are observed) as packed bits
+    [N, ⌈size/8⌉], the form a run keeps it in (``unpack_mask``)."""
+    return np.packbits(np.asarray(mask, bool), axis=1)
+
+
+def unpack_mask(bits: np.ndarray, size: int) -> np.ndarray:
+    """The uint8 0/1 mask [N, size] of ``pack_mask``'s bits."""
+    return np.unpackbits(bits, axis=1, count=size)
+
+
 class DataError(RuntimeError):
     """A data file is missing, cannot be downloaded, or fails its checksum."""
 

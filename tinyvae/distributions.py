@@ -103,6 +103,16 @@ class Normal(Reparameterized):
         return F.sum(0.5 * (1 + _LOG_2PI + self.logvar), axis=-1)
 
 
+def product_of_experts(experts: list) -> Normal:
+    """The normalised product of diagonal Gaussian experts, Π_i N(μ_i, σ_i²) ∝ N(μ, σ²) with
+    precision 1/σ² = Σ_i 1/σ_i² and mean μ = σ² Σ_i μ_i/σ_i² per dimension (textbook 21.3.3,
+    Wu & Goodman 2018), computed as ℓ = −logsumexp_i(−ℓ_i) and μ = Σ_i softmax_i(−ℓ_i) μ_i,
+    which no ℓ can overflow. The experts' shapes must agree (a prior expert included)."""
+    precisions = F.stack([-e.logvar for e in experts], axis=0)
+    means = F.stack([e.mu for e in experts], axis=0)
+    return Normal(F.sum(F.softmax(precisions, axis=0) * means, axis=0), -F.logsumexp(precisions, axis=0), clamp=False)
+
+
 class FullNormal(Reparameterized):
     """Gaussian N(μ, LLᵀ) over the last axis with a full covariance (textbook 21.2.5.2): L
     lower triangular with a positive diagonal (the Cholesky factor), z = μ + Lε. L is held as

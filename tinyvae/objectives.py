@@ -24,15 +24,17 @@ def per_example(t: Tensor) -> Tensor:
     return F.sum(t, axis=tuple(range(1, t.ndim))) if t.ndim > 1 else t
 
 
-def elbo_terms(model, x: Tensor, rng=None) -> dict:
+def elbo_terms(model, x: Tensor, rng=None, observed: Optional[Tensor] = None) -> dict:
     """One-sample reconstruction log p(x|z) and KL(q(z|x) ‖ p(z)), per example [N], plus the
     per-dimension KL [N, latent] (for free bits), the posterior q (its ``mu`` for active
     units: a flow's costs a pass, so it is only computed when asked for) and the sample z.
     ``model`` gives the three distributions: ``posterior(x)``, ``prior()`` and
-    ``likelihood(z)``; the KL is the pair's registered closed form (distributions.kl)."""
+    ``likelihood(z)``; the KL is the pair's registered closed form (distributions.kl).
+    ``observed`` (0/1, x's shape): the reconstruction counts those entries of x only,
+    log p(x_obs|z) (Mattei & Frellsen 2019; the model sees x with the others zeroed)."""
     q = model.posterior(x)
     z, kl_dims = sample_and_kl(q, model.prior(), rng)
-    recon = per_example(model.likelihood(z).log_prob(x))
+    recon = per_example(_observed(model.likelihood(z).log_prob(x), observed))
     kl = F.sum(kl_dims, axis=-1)
     return {"recon": recon, "kl": kl, "kl_dims": kl_dims, "elbo": recon - kl, "z": z, "q": q}
 
@@ -48,19 +50,35 @@ def training_loss(terms: dict, beta: float = 1.0, free_bits: float = 0.0) -> Ten
     return -(recon - beta * kl)
 
 
-def log_weights(model, x: Tensor, k: int, rng=None, q=None) -> Tensor:
-    """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]
-    (``q``: the posterior q(z|x), if already computed). The k·N samples are decoded together,
-    as rows ordered sample-major (the noise is the same as k draws of [N, D] one after another)."""
+def _observed(log_p: Tensor, observed: Optional[Tensor]) -> Tensor:
+    """log p of the observed entries only (every entry when ``observed`` is None)."""
+    return log_p if observed is None else log_p * observed
+
+
+def importance_samples(model, x: Tensor, k: int, rng=None, q=None, observed: Optional[Tensor] = None) -> tuple:
+    """(log w [k, N], p(x|z) of the k·N samples) with log w = log p(x|z) + log p(z) − log q(z|x)
+    for k samples per example (``q``: the posterior q(z|x), if already computed; ``observed``:
+    as in ``elbo_terms``). The k·N samples are decoded together, as rows ordered sample-major
+    (the noise is the same as k draws of [N, D] one after another), which is the order of the
+    likelihood's rows."""
     q, prior = q if q is not None else model.posterior(x), model.prior()
     n = x.shape[0]
     z, log_q = q.rsample_and_log_prob(q.noise((k,), rng))                   # [k, N, D]
     log_q = F.sum(log_q, axis=-1)
     log_p_z = F.sum(prior.log_prob(z), axis=-1)
     rows = F.reshape(z, k * n, z.shape[-1])
-    x_rows = F.reshape(F.broadcast_to(x, k, *x.shape), k * n, *x.shape[1:])
-    log_p_x = F.reshape(per_example(model.likelihood(rows).log_prob(x_rows)), k, n)
-    return log_p_x + log_p_z - log_q
+
+    def tiled(t: Tensor) -> Tensor:
+        return F.reshape(F.broadcast_to(t, k, *t.shape), k * n, *t.shape[1:])
+    likelihood = model.likelihood(rows)
+    log_p_x = per_example(_observed(likelihood.log_prob(tiled(x)), None if observed is None else tiled(observed)))
+    return F.reshape(log_p_x, k, n) + log_p_z - log_q, likelihood
+
+
+def log_weights(model, x: Tensor, k: int, rng=None, q=None, observed: Optional[Tensor] = None) -> Tensor:
+    """log w = log p(x|z) + log p(z) − log q(z|x) for k samples per example: [k, N]
+    (``importance_samples``)."""
+    return importance_samples(model, x, k, rng, q, observed)[0]
 
 
 def mc_elbo(model, x: Tensor, samples: int = 1, rng=None) -> Tensor:
@@ -68,16 +86,17 @@ def mc_elbo(model, x: Tensor, samples: int = 1, rng=None) -> Tensor:
     return F.mean(log_weights(model, x, samples, rng), axis=0)
 
 
-def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100) -> Tensor:
+def iwae_bound(model, x: Tensor, k: int, rng=None, chunk: int = 100, observed: Optional[Tensor] = None) -> Tensor:
     """IWAE_k per example [N], differentiable (the IWAE training objective), in memory
     O(chunk · N) whatever k is: logsumexp over k in chunks of ``chunk`` samples, and with more
     than one chunk each chunk's graph is recomputed in backward rather than kept (F.recompute),
     so training with k = 5000 needs the memory of k = ``chunk``. The gradient is the full
-    graph's, Σ_k w̃_k ∇ log w_k with w̃ = softmax_k(log w)."""
+    graph's, Σ_k w̃_k ∇ log w_k with w̃ = softmax_k(log w). ``observed``: as in ``elbo_terms``
+    (the MIWAE bound)."""
     q = model.posterior(x)
 
     def chunk_bound(*q_params: Tensor, take: int) -> Tensor:
-        return F.logsumexp(log_weights(model, x, take, rng, q.rebuild(*q_params)), axis=0)
+        return F.logsumexp(log_weights(model, x, take, rng, q.rebuild(*q_params), observed), axis=0)
 
     takes = [min(chunk, k - done) for done in range(0, k, chunk)]
     if len(takes) == 1:

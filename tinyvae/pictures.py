@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .data import Split
+from .data import Split, unpack_mask
 from .viz import image_grid, save_image
 
 NEEDS = {"sample": ("sample",), "reconstruct": ("reconstruct",), "manifold": ("encode", "decode"),
@@ -86,6 +86,35 @@ def top_layers_picture(model, split: Split, rng: np.random.Generator, columns: i
     return image_grid(np.concatenate(rows), columns), labels
 
 
+def by_label_picture(model, rng: np.random.Generator, columns: int = 10) -> np.ndarray:
+    """One row of samples per label (``sample_given``), every row drawn from the same
+    generator state: a model that keeps the label apart from the style (M2) draws one style
+    per column."""
+    seed = int(rng.integers(2 ** 32))
+    rows = [_tiles(model.sample_given(np.full(columns, label), np.random.default_rng(seed)))
+            for label in range(model.spec.classes)]
+    return image_grid(np.concatenate(rows), columns)
+
+
+def analogies_picture(model, split: Split, columns: int = 10) -> np.ndarray:
+    """Test images in the first row, then each one's style drawn as every label, a row per
+    label (``restyle``; Kingma et al. 2014, fig. 1)."""
+    x = split.x[:columns]
+    rows = [_tiles(x.reshape(-1, *split.spec.shape))]
+    rows += [_tiles(model.restyle(x, np.full(len(x), label))) for label in range(model.spec.classes)]
+    return image_grid(np.concatenate(rows), columns)
+
+
+def imputation_picture(model, split: Split, rng: np.random.Generator, columns: int = 10) -> np.ndarray:
+    """Rows: test images with their missing pixels grey (the split's ``observed`` field),
+    the model's imputations (``impute``), and the complete images."""
+    x = split.x[:columns]
+    observed = unpack_mask(split.fields["observed"][:columns], split.spec.size)
+    shown = np.where(observed == 1, x, 0.5)
+    rows = [shown.reshape(-1, *split.spec.shape), model.impute(x, observed, rng), x.reshape(-1, *split.spec.shape)]
+    return image_grid(np.concatenate([_tiles(r) for r in rows]), columns)
+
+
 def manifold_picture(model, split: Split, n: int = 20, span: float = 2.5) -> tuple:
     """(picture, axes): the decoded grid over two latent axes in [−span, span], the others at
     0. For latents wider than two, the axes are the two whose posterior means vary most."""
@@ -147,7 +176,8 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
       with originals and reconstructions labelled, learning_curves.png from ``history``,
       latent.png (test means by label) and manifold.png with its latent values on the axes,
       code_usage.png for a model with discrete codes, samples_by_temperature.png and
-      layer_reconstructions.png for a hierarchy.
+      layer_reconstructions.png for a hierarchy, samples_by_label.png and analogies.png for
+      a model with labels, imputations.png for one trained with pixels missing.
     """
     from . import plots
     was_training = model.training
@@ -158,6 +188,10 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
         draw(os.path.join(out_dir, name))
         written.append(name)
 
+    def write_rows(name: str, picture: np.ndarray, title: str, rows: list) -> None:
+        """A picture of tiles with each row named."""
+        write(name, lambda path: plots.grid_plot(picture, path, title, test.spec.shape[-1], 2, 2, y_ticks=rows))
+
     if model.can("sample"):
         picture = sample_picture(model, 64, rng)
         write("samples.png", lambda path: save_image(path, picture))
@@ -167,13 +201,21 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
         write("reconstructions.png", lambda path: labelled_reconstructions(model, test, path))
     if model.can("sample_at"):
         picture, labels = temperature_picture(model, rng)
-        write("samples_by_temperature.png", lambda path: plots.grid_plot(
-            picture, path, "samples at several temperatures", test.spec.shape[-1], 2, 2, y_ticks=labels))
+        write_rows("samples_by_temperature.png", picture, "samples at several temperatures", labels)
     if model.can("reconstruct_from"):
         picture, labels = top_layers_picture(model, test, rng)
-        write("layer_reconstructions.png", lambda path: plots.grid_plot(
-            picture, path, "reconstructions from the top layers (the rest from the prior)", test.spec.shape[-1], 2, 2,
-            y_ticks=labels))
+        write_rows("layer_reconstructions.png", picture, "reconstructions from the top layers (the rest from the prior)",
+                   labels)
+    classes = [str(label) for label in range(model.spec.classes or 0)]
+    if model.can("sample_given"):
+        write_rows("samples_by_label.png", by_label_picture(model, rng),
+                   "samples given each label (the same noise in every row)", classes)
+    if model.can("restyle"):
+        write_rows("analogies.png", analogies_picture(model, test), "each test image's style drawn as every label",
+                   ["test image"] + classes)
+    if model.can("impute") and "observed" in test.fields:
+        write_rows("imputations.png", imputation_picture(model, test, rng), "missing pixels (grey) filled in",
+                   ["observed", "imputed", "truth"])
     if model.can("codes"):
         write("code_usage.png", lambda path: plots.code_usage(model.codes(test.x[:2000]), model.num_codes, path))
     if history:

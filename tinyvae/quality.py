@@ -57,11 +57,15 @@ def features(classifier: Classifier, images: np.ndarray, batch_size: int = 500) 
 
 
 @no_grad()
-def accuracy(classifier: Classifier, split: data.Split) -> float:
+def predictions(classifier: Classifier, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The classifier's label [N] of each image [N, ...] in [0, 1]."""
     classifier.eval()
-    right = sum(int((classifier(_images(split.x[i:i + 500])).numpy().argmax(1) == split.y[i:i + 500]).sum())
-                for i in range(0, len(split), 500))
-    return right / len(split)
+    return np.concatenate([classifier(_images(images[i:i + batch_size])).numpy().argmax(1)
+                           for i in range(0, len(images), batch_size)])
+
+
+def accuracy(classifier: Classifier, split: data.Split) -> float:
+    return float((predictions(classifier, split.x) == split.y).mean())
 
 
 def shifted(images: np.ndarray, rng: np.random.Generator, most: int = 2) -> np.ndarray:
@@ -142,6 +146,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root_a = sqrt_psd(cov_a)
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def conditional_accuracy(model, rng: np.random.Generator, classifier: Classifier, n: int = 10000,
+                         batch_size: int = 500) -> float:
+    """The fraction of ``n`` images generated from a label alone (``sample_given``, the labels
+    in turn) that the classifier gives that label."""
+    labels = np.arange(n) % model.spec.classes
+    images = np.concatenate([model.sample_given(labels[i:i + batch_size], rng) for i in range(0, n, batch_size)])
+    return float((predictions(classifier, images) == labels).mean())
 
 
 def sample_fd(model, test: data.Split, rng: np.random.Generator, classifier: Classifier, n: int = 10000,

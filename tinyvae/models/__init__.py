@@ -1,6 +1,6 @@
 """Model families, one file each, registered by name (``registry``); the interface they
 implement is ``base.Model``. Importing this package registers every family."""
-from . import aae, ae, binary_ae, dvae, gumbel_vae, hvae, info_vae, pixelcnn_prior, skip_vae, vae, vqgan, vqvae, vqvae2  # noqa: F401  (registers them)
+from . import aae, ae, binary_ae, dvae, gumbel_vae, hvae, info_vae, m2, miwae, mvae, pixelcnn_prior, skip_vae, vae, vqgan, vqvae, vqvae2  # noqa: F401  (registers them)
 from .base import CAPABILITIES, Model, StepContext
 from .registry import ALIASES, build, checked_options, get, names, register, resolve
 from .vae import VAE

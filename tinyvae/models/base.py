@@ -48,6 +48,11 @@ the pictures use them only where present (``can``):
   sample_at(n, rng, temperature)   samples with the prior's standard deviations scaled
   reconstruct_from(x, top, rng)    a hierarchy's reconstructions with its top ``top`` layers
                        from the posterior and those below from the prior (``layers``: L)
+  classify(x)          the label [N] a model with a label inferred from images
+  sample_given(labels, rng)   images [n, *spec.shape] of the given labels [n] (one generator
+                       state gives every label the same noise: a row per label shares styles)
+  restyle(x, labels)   each image's style drawn as another label (M2's analogies)
+  impute(x, observed, rng)    images with the pixels where ``observed`` [N, size] is 0 filled in
 """
 from __future__ import annotations
 
@@ -61,7 +66,7 @@ from ..data import DataSpec
 from ..options import check
 
 CAPABILITIES = ("sample", "encode", "decode", "reconstruct", "log_weights", "codes", "decode_codes", "sample_at",
-                "reconstruct_from")
+                "reconstruct_from", "classify", "sample_given", "restyle", "impute")
 
 
 @dataclass
