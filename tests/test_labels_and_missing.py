@@ -207,3 +207,30 @@ def test_the_imputation_picture_shows_missing_pixels_grey_then_the_imputation_th
         np.testing.assert_allclose(tile(0, col), np.where(mask[col] == 1, truth, 0.5), atol=1 / 255)
         np.testing.assert_allclose(tile(2, col), truth, atol=1 / 255)
         np.testing.assert_allclose(tile(1, col)[mask[col] == 1], truth[mask[col] == 1], atol=1 / 255)
+
+
+def test_a_runs_masks_share_no_draws_with_the_other_split_or_any_evaluation():
+    """The derived arrays of each split come from a generator of their own: not the other
+    split's, not an evaluation's ([seed, epoch], whose test binarization once reused a mask's
+    uniforms)."""
+    from tinyvae import train as T
+    model = models.build("miwae", {"latent_dim": 2}, SPEC, np.random.default_rng(0))
+    split = data.Split(SPEC, images(20).astype(np.float32), np.zeros(20, np.int64))
+    masks = {name: T.with_derived(model, split, 5, name=name).fields["observed"] for name in ("train", "test")}
+    assert not np.array_equal(masks["train"], masks["test"])
+    for epoch in range(1, 100):
+        assert not np.array_equal(model.derived(split, np.random.default_rng([5, epoch]))["observed"], masks["test"])
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.5])
+def test_m2_epochs_visit_the_labelled_examples_often_enough_to_fill_their_share(share):
+    labels = data.load_split("mnist", "train").y
+    model = models.build("m2", {"labels": 100, "labelled_share": share, "hidden": 3, "latent_dim": 2},
+                         data.SPECS["mnist"], np.random.default_rng(0))
+    labelled = balanced_subset(labels, 100, 10, np.random.default_rng(1))
+    split = data.Split(data.SPECS["mnist"], np.zeros((len(labels), 1), np.float32), labels, {"labelled": labelled})
+    visits = model.visits(split)
+    assert np.all(visits[labelled == 0] == 1) and len(set(visits[labelled == 1])) == 1
+    assert visits[labelled == 1].sum() / visits.sum() == pytest.approx(share, abs=5e-4)
+    order = np.concatenate(list(data.batches(len(labels), 100, np.random.default_rng(2), visits=visits)))
+    assert np.array_equal(np.bincount(order, minlength=len(labels)), visits)

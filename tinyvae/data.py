@@ -214,10 +214,13 @@ def binarize(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(pixels.shape, dtype=np.float32) < pixels).astype(np.float32)
 
 
-def batches(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = True) -> Iterator[np.ndarray]:
-    """Index arrays of consecutive batches over a (seeded) permutation of range(n); the last may be short."""
-    order = rng.permutation(n) if shuffle else np.arange(n)
-    for start in range(0, n, batch_size):
+def batches(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
+            visits: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
+    """Index arrays of consecutive batches over a (seeded) permutation of range(n), example i
+    in it ``visits[i]`` times (once each if None); the last batch may be short."""
+    examples = np.arange(n) if visits is None else np.repeat(np.arange(n), visits)
+    order = rng.permutation(examples) if shuffle else examples
+    for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
 
 
@@ -230,13 +233,13 @@ def load_split(dataset: str, split: str, limit: Optional[int] = None, data_dir: 
 
 
 def batch_dicts(split: Split, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
-                binary: bool = False, device: str = "cpu") -> Iterator[dict]:
+                binary: bool = False, device: str = "cpu", visits: Optional[np.ndarray] = None) -> Iterator[dict]:
     """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``), ``y`` (labels,
-    NumPy [B]) and the split's ``fields`` (NumPy [B, ...]). The permutation is drawn first;
-    with ``binary``, each batch is binarized with ``rng`` as it is reached (a fresh draw every
-    time an image is used)."""
+    NumPy [B]) and the split's ``fields`` (NumPy [B, ...]), each example ``visits`` times
+    (``batches``). The permutation is drawn first; with ``binary``, each batch is binarized
+    with ``rng`` as it is reached (a fresh draw every time an image is used)."""
     from .tensor import tensor
-    for idx in list(batches(len(split), batch_size, rng, shuffle)):
+    for idx in list(batches(len(split), batch_size, rng, shuffle, visits)):
         pixels = split.x[idx]
         yield {"x": tensor(binarize(pixels, rng) if binary else pixels, device=device), "y": split.y[idx],
                **{name: array[idx] for name, array in split.fields.items()}}

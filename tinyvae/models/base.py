@@ -34,7 +34,8 @@ and may override ``param_groups`` (parameters optimised separately, each group w
 optimizer), ``after_step`` (state changed after each optimizer step), ``eval_summary``
 (metrics of the whole test set), ``notes`` (warnings about a run's length), ``derived``
 (per-example arrays computed once from the data, such as a prior's codes of its parent run:
-the trainer keeps them in the run folder and puts them in every batch beside x and y). Capabilities are methods a family may have; the CLI and
+the trainer keeps them in the run folder and puts them in every batch beside x and y), ``visits``
+(an epoch that visits some examples more often than others). Capabilities are methods a family may have; the CLI and
 the pictures use them only where present (``can``):
 
   sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior
@@ -112,6 +113,11 @@ class Model(nn.Module):
         binarization), handed to ``loss`` and ``eval_batch`` in every batch under their names
         (``train.with_derived`` computes and caches them). None by default."""
         return {}
+
+    def visits(self, split) -> Optional[np.ndarray]:
+        """How many times each training epoch visits each example of ``split`` (with its
+        ``derived`` fields), [N] ints, shuffled together; None (the default): once each."""
+        return None
 
     def param_groups(self) -> dict:
         """Name → parameters; each group gets its own optimizer (one group by default)."""

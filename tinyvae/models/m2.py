@@ -11,7 +11,8 @@ the others (eq. 9: the classifier also learns from the labels directly; α here 
 example, Kingma et al.'s α = 0.1·N spread over the N_l labels is 0.1·N/N_l). Which training
 examples keep their label (``--labels``, balanced across classes, drawn by the seed) is
 decided once per run (``derived``) and kept in the run folder; the others' labels are never
-read in training.
+read in training. With few labels, an epoch visits each labelled example many times
+(``--labelled-share``), so that every batch holds some, as Kingma et al. batch them.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class M2Options:
     labels: int = option(100, "training examples that keep their label, balanced across the classes", minimum=1)
     alpha: float = option(60.0, "weight α of the classification term −log q(y|x) of each labelled example",
                           minimum=0.0)
+    labelled_share: float = option(0.1, "share of each epoch's rows that are labelled examples, reached by "
+                                   "visiting each of them more often (Kingma et al. put labelled examples in "
+                                   "every batch); 0: every example once an epoch", minimum=0.0, maximum=0.9)
     hidden: int = option(500, "units of each network's hidden layer (softplus)", minimum=1)
     latent_dim: int = option(50, "dimensions of the style z", minimum=1)
 
@@ -78,6 +82,14 @@ class M2(Model):
     def derived(self, split, rng: np.random.Generator) -> dict:
         """``labelled``: 1 for the examples whose label training may read (``balanced_subset``)."""
         return {"labelled": balanced_subset(split.y, self.options.labels, self.classes, rng)}
+
+    def visits(self, split) -> np.ndarray:
+        """Each unlabelled example once, each labelled one r times, r = share/(1 − share) ·
+        N_unlabelled/N_labelled (at least 1), so labelled rows fill about that share of every batch."""
+        labelled = split.fields["labelled"].astype(bool)
+        share = self.options.labelled_share
+        repeats = max(1, round(share / (1 - share) * (~labelled).sum() / max(labelled.sum(), 1)))
+        return np.where(labelled, repeats, 1)
 
     def _one_hot(self, labels: np.ndarray, t: Tensor) -> Tensor:
         return like(np.eye(self.classes)[np.asarray(labels)], t)

@@ -37,6 +37,10 @@ class MVAEOptions(NetworkOptions):
     label_weight: float = option(50.0, "weight λ_y of the label's log-likelihood in training (Wu & Goodman "
                                  "use 50 for MNIST)", minimum=0.0)
     label_hidden: int = option(64, "hidden units of the label's expert and decoder", minimum=1)
+    scored: str = option("given", "what each sub-sampled ELBO's likelihood scores in training: given (Wu & Goodman: "
+                         "the modalities its posterior saw) or all (both, each term then a bound on log p(x, y) "
+                         "with its own q, which trains inferring one modality from the other)",
+                         choices=("given", "all"))
 
 
 @register
@@ -76,35 +80,41 @@ class MVAE(EncoderDecoder):
         """q(z|x), the image alone (``encode``, ``reconstruct``)."""
         return self.joint_posterior(x=x)
 
-    def elbo(self, rng, x: Optional[Tensor] = None, y: Optional[Tensor] = None) -> tuple:
-        """(log p(x_S|z) per modality given {'image': [N], 'label': [N]}, KL [N], q) for one
-        z ~ q(z|x_S)."""
-        q = self.joint_posterior(x, y)
+    def elbo(self, rng, given: dict, scored: Optional[dict] = None) -> tuple:
+        """({modality: log p(x_m|z) [N]}, KL [N], q) for one z ~ q(z|x_S), S the modalities
+        ``given`` ({'image': x, 'label': one-hot y}, one or both), the log-likelihoods those
+        of ``scored`` (the given ones by default)."""
+        q = self.joint_posterior(given.get("image"), given.get("label"))
         z, kl = sample_and_kl(q, StandardNormal(self.latent_dim), rng)
         recon = {}
-        if x is not None:
-            recon["image"] = per_example(self.likelihood(z).log_prob(x))
-        if y is not None:
-            recon["label"] = F.sum(y * F.log_softmax(self.label_decoder(z), axis=-1), axis=-1)
+        for modality, value in (scored or given).items():
+            recon[modality] = per_example(self.likelihood(z).log_prob(value)) if modality == "image" else \
+                F.sum(value * F.log_softmax(self.label_decoder(z), axis=-1), axis=-1)
         return recon, F.sum(kl, axis=-1), q
 
+    def _subsets(self, batch: dict) -> tuple:
+        """The batch's modalities, and the sub-sampled objective's subsets of them by name."""
+        both = {"image": batch["x"], "label": self._one_hot(batch["y"], batch["x"])}
+        return both, {"elbo": both, "elbo_image": {"image": both["image"]}, "elbo_label": {"label": both["label"]}}
+
     def loss(self, batch: dict, ctx: StepContext) -> dict:
-        x = batch["x"]
-        y = self._one_hot(batch["y"], x)
+        both, subsets = self._subsets(batch)
         weights = {"image": 1.0, "label": self.options.label_weight}
         total, reported = 0.0, {}
-        for name, given in (("joint", {"x": x, "y": y}), ("image", {"x": x}), ("label", {"y": y})):
-            recon, kl, _ = self.elbo(ctx.rng, **given)
+        for name, given in subsets.items():
+            recon, kl, _ = self.elbo(ctx.rng, given, both if self.options.scored == "all" else given)
             total = total + sum(weights[m] * r for m, r in recon.items()) - kl
-            reported[f"elbo_{name}"] = sum(recon.values()) - kl
+            reported[name] = sum(recon.values()) - kl
         return {"loss": -F.mean(total), **reported}
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
+        """Each subset's ELBO of its own modalities (test_elbo bounds log p(x, y),
+        test_elbo_image log p(x), test_elbo_label log p(y)), and the label inferred from the
+        image alone."""
         x = batch["x"]
-        y = self._one_hot(batch["y"], x)
         metrics, posteriors = {}, {}
-        for key, given in (("elbo", {"x": x, "y": y}), ("elbo_image", {"x": x}), ("elbo_label", {"y": y})):
-            recon, kl, posteriors[key] = self.elbo(ctx.rng, **given)
+        for key, given in self._subsets(batch)[1].items():
+            recon, kl, posteriors[key] = self.elbo(ctx.rng, given)
             metrics[key] = sum(recon.values()) - kl
         mu = posteriors["elbo_image"].mu                    # what the image alone says of z
         guess = backend.to_device(self.label_decoder(mu).data, "cpu").argmax(axis=1)
