@@ -93,7 +93,8 @@ def test_product_of_gaussian_experts_is_the_normalised_product(experts):
     that Gaussian up to its constant), and the precisions add."""
     rng = np.random.default_rng(experts)
     mus, logvars = rng.normal(size=(experts, 2, 3)), rng.normal(scale=2, size=(experts, 2, 3))
-    product = product_of_experts([Normal(tv.tensor(m, dtype=np.float64), tv.tensor(v, dtype=np.float64), clamp=False) for m, v in zip(mus, logvars)])
+    product = product_of_experts([Normal(tv.tensor(m, dtype=np.float64), tv.tensor(v, dtype=np.float64), clamp=False)
+                                  for m, v in zip(mus, logvars)])
     mu, var = product.mu.data, np.exp(product.logvar.data)
     np.testing.assert_allclose(1 / var, np.exp(-logvars).sum(0), rtol=1e-12)
     z = rng.normal(scale=3, size=(50, 2, 3))

@@ -36,6 +36,11 @@ def like(array: np.ndarray, t: Tensor) -> Tensor:
     return Tensor(backend.to_device(np.asarray(array).astype(t.dtype), t.device))
 
 
+def one_hot_like(labels: np.ndarray, classes: int, t: Tensor) -> Tensor:
+    """Labels [N] (NumPy ints) as constant one-hot rows [N, classes] with t's dtype and device."""
+    return like(np.eye(classes)[np.asarray(labels)], t)
+
+
 def standard_normal_like(t: Tensor, rng: Optional[np.random.Generator] = None) -> Tensor:
     """ε ~ N(0, I) with t's shape, dtype and device, from a seeded NumPy generator."""
     return like(get_rng(rng).standard_normal(t.shape), t)

@@ -204,8 +204,8 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
         write_rows("samples_by_temperature.png", picture, "samples at several temperatures", labels)
     if model.can("reconstruct_from"):
         picture, labels = top_layers_picture(model, test, rng)
-        write_rows("layer_reconstructions.png", picture, "reconstructions from the top layers (the rest from the prior)",
-                   labels)
+        write_rows("layer_reconstructions.png", picture,
+                   "reconstructions from the top layers (the rest from the prior)", labels)
     classes = [str(label) for label in range(model.spec.classes or 0)]
     if model.can("sample_given"):
         write_rows("samples_by_label.png", by_label_picture(model, rng),

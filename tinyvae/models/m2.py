@@ -25,7 +25,7 @@ from .. import backend
 from .. import functional as F
 from .. import nn
 from ..autograd import no_grad
-from ..distributions import Bernoulli, Normal, StandardNormal, like, sample_and_kl
+from ..distributions import Bernoulli, Normal, StandardNormal, like, one_hot_like, sample_and_kl
 from ..objectives import per_example
 from ..options import option
 from ..tensor import Tensor
@@ -91,14 +91,11 @@ class M2(Model):
         repeats = max(1, round(share / (1 - share) * (~labelled).sum() / max(labelled.sum(), 1)))
         return np.where(labelled, repeats, 1)
 
-    def _one_hot(self, labels: np.ndarray, t: Tensor) -> Tensor:
-        return like(np.eye(self.classes)[np.asarray(labels)], t)
-
     def bounds(self, x: Tensor, rng) -> Tensor:
         """L(x, y) for every class y, [N, C]: the N images under each of the C labels, as
         C·N rows (class-major), each with its own z ~ q(z|x, y)."""
         n, c, d = x.shape[0], self.classes, self.latent_dim
-        eye = self._one_hot(np.arange(c), x)
+        eye = one_hot_like(np.arange(c), self.classes, x)
         h = F.reshape(self.style_x(x)[None] + self.style_y(eye)[:, None], c * n, -1)
         out = self.style(h)
         z, kl = sample_and_kl(Normal(out[:, :d], out[:, d:]), StandardNormal(d), rng)
@@ -117,10 +114,11 @@ class M2(Model):
         x = batch["x"]
         log_q, bounds, unlabelled = self.terms(x, ctx.rng)
         labelled = batch["labelled"].astype(bool)
-        y = self._one_hot(np.where(labelled, batch["y"], 0), x)        # an unlabelled row's label is not read
+        y = one_hot_like(np.where(labelled, batch["y"], 0), self.classes, x)   # an unlabelled row's label is not read
+        rows = like(labelled, x) > 0
         supervised = F.sum(y * (bounds + self.options.alpha * log_q), axis=-1)
-        per_row = F.where(like(labelled, x) > 0, supervised, unlabelled)
-        return {"loss": -F.mean(per_row), "bound": F.where(like(labelled, x) > 0, F.sum(y * bounds, axis=-1), unlabelled)}
+        return {"loss": -F.mean(F.where(rows, supervised, unlabelled)),
+                "bound": F.where(rows, F.sum(y * bounds, axis=-1), unlabelled)}
 
     def eval_batch(self, batch: dict, ctx: StepContext, iwae_k: int = 0) -> tuple:
         """The unlabelled bound U(x) ≤ log p(x), and whether q(y|x)'s most probable class is right."""
@@ -140,7 +138,7 @@ class M2(Model):
         """Pixel means of p(x|y, z) for the given labels [n], z ~ p(z) drawn from ``rng``
         (the same generator state gives every label the same styles)."""
         z = self.as_input(rng.standard_normal((len(labels), self.latent_dim)))
-        logits = self.decoder(F.concat([z, self._one_hot(labels, z)], axis=1))
+        logits = self.decoder(F.concat([z, one_hot_like(labels, self.classes, z)], axis=1))
         return backend.to_device(F.sigmoid(logits).data, "cpu").reshape(-1, *self.spec.shape)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -152,9 +150,9 @@ class M2(Model):
         """Each image's style (the mean of q(z|x, ŷ), ŷ q(y|x)'s class) drawn as the given
         label [N] (Kingma et al.'s analogies)."""
         inputs = self.as_input(x)
-        guess = self._one_hot(self.classify(x), inputs)
+        guess = one_hot_like(self.classify(x), self.classes, inputs)
         z = self.style(self.style_x(inputs) + self.style_y(guess))[:, :self.latent_dim]
-        logits = self.decoder(F.concat([z, self._one_hot(labels, z)], axis=1))
+        logits = self.decoder(F.concat([z, one_hot_like(labels, self.classes, z)], axis=1))
         return backend.to_device(F.sigmoid(logits).data, "cpu").reshape(-1, *self.spec.shape)
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:

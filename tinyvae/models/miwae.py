@@ -106,7 +106,8 @@ class MIWAE(GaussianVAE):
         missing = 1 - mask
         count = F.maximum(F.sum(missing, axis=1), 1.0)
         pixel_mean = like(self.observed_sum / np.maximum(self.observed_count, 1), x)
-        for key, guess in (("imputation_mse", self._imputed(filled, mask, ctx.rng)), ("mean_imputation_mse", pixel_mean)):
+        for key, guess in (("imputation_mse", self._imputed(filled, mask, ctx.rng)),
+                           ("mean_imputation_mse", pixel_mean)):
             metrics[key] = F.sum(missing * (guess - x) ** 2, axis=1) / count
         return metrics, {"mu": terms["q"].mu, "kl_dims": terms["kl_dims"]}
 

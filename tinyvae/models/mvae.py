@@ -23,7 +23,7 @@ from .. import backend
 from .. import functional as F
 from .. import nn
 from ..autograd import no_grad
-from ..distributions import Normal, StandardNormal, like, product_of_experts, sample_and_kl
+from ..distributions import Normal, StandardNormal, like, one_hot_like, product_of_experts, sample_and_kl
 from ..objectives import per_example
 from ..options import option
 from ..tensor import Tensor
@@ -60,9 +60,6 @@ class MVAE(EncoderDecoder):
         self.label_expert = nn.Sequential(nn.Linear(c, h, rng=rng), nn.Tanh(), nn.Linear(h, 2 * d, rng=rng))
         self.label_decoder = nn.Sequential(nn.Linear(d, h, rng=rng), nn.Tanh(), nn.Linear(h, c, rng=rng))
 
-    def _one_hot(self, labels: np.ndarray, t: Tensor) -> Tensor:
-        return like(np.eye(self.classes)[np.asarray(labels)], t)
-
     def joint_posterior(self, x: Optional[Tensor] = None, y: Optional[Tensor] = None) -> Normal:
         """q(z|x_S): the prior expert N(0, I) times the experts of the modalities given (x an
         image batch, y one-hot labels; at least one)."""
@@ -94,7 +91,7 @@ class MVAE(EncoderDecoder):
 
     def _subsets(self, batch: dict) -> tuple:
         """The batch's modalities, and the sub-sampled objective's subsets of them by name."""
-        both = {"image": batch["x"], "label": self._one_hot(batch["y"], batch["x"])}
+        both = {"image": batch["x"], "label": one_hot_like(batch["y"], self.classes, batch["x"])}
         return both, {"elbo": both, "elbo_image": {"image": both["image"]}, "elbo_label": {"label": both["label"]}}
 
     def loss(self, batch: dict, ctx: StepContext) -> dict:
@@ -132,7 +129,7 @@ class MVAE(EncoderDecoder):
     def sample_given(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Pixel means of p(x|z) for z ~ q(z|y) of the given labels [n], its noise from ``rng``."""
         eps = rng.standard_normal((len(labels), self.latent_dim))
-        q = self.joint_posterior(y=self._one_hot(labels, self.as_input(eps)))
+        q = self.joint_posterior(y=one_hot_like(labels, self.classes, self.as_input(eps)))
         z = q.mu + F.exp(0.5 * q.logvar) * like(eps, q.mu)
         return self.decode(backend.to_device(z.data, "cpu"))
 
