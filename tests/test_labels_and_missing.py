@@ -238,3 +238,13 @@ def test_m2_epochs_visit_the_labelled_examples_often_enough_to_fill_their_share(
                                                                        abs=100 / visits.sum())
     order = np.concatenate(list(data.batches(len(labels), 100, np.random.default_rng(2), visits=visits)))
     assert np.array_equal(np.bincount(order, minlength=len(labels)), visits)
+
+
+def test_miwae_top_half_hides_the_top_rows_of_about_the_share_of_images_asked():
+    model = models.build("miwae", {"latent_dim": 2, "missing": "top-half", "missing_rate": 0.3}, data.SPECS["mnist"],
+                         np.random.default_rng(0))
+    split = data.Split(data.SPECS["mnist"], np.zeros((2000, 784), np.float32), np.zeros(2000, np.int64))
+    mask = data.unpack_mask(model.derived(split, np.random.default_rng(1))["observed"], 784).reshape(-1, 28, 28)
+    hidden = mask[:, :14].sum(axis=(1, 2)) == 0
+    assert np.all(mask[:, 14:] == 1) and np.all(mask[~hidden] == 1)
+    assert abs(hidden.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 2000)

@@ -9,8 +9,9 @@ under the self-normalised importance weights w̃_k ∝ p(x_o|z_k) p(z_k) / q(z_k
 
   x̂_m = Σ_k w̃_k E[x_m|z_k]                                            (their eq. 13)
 
-Which pixels are missing is drawn once per run (``derived``: ``--missing random`` at
-``--missing-rate``, or ``top-half``) and kept in the run folder. ``--bound zero-filled`` is
+Which pixels are missing is drawn once per run (``derived``: ``--missing random``, each
+pixel with probability ``--missing-rate``, or ``top-half``, the top half of that share of the
+images) and kept in the run folder. ``--bound zero-filled`` is
 the baseline: the same VAE trained on the zero-filled images as if they were complete, which
 imputes with its reconstruction. Both report the imputation error on the missing pixels beside
 that of the per-pixel mean of the observed training pixels.
@@ -39,10 +40,11 @@ BOUNDS = ("observed", "zero-filled")
 
 @dataclass
 class MIWAEOptions(NetworkOptions, PosteriorOptions):
-    missing: str = option("random", "which pixels are missing: random (each with --missing-rate, drawn once "
-                          "per image) or top-half (every image's top rows)", choices=MISSING)
-    missing_rate: float = option(0.5, "probability a pixel is missing, with --missing random", minimum=0.0,
-                                 maximum=0.99)
+    missing: str = option("random", "which pixels are missing: random (each pixel with probability "
+                          "--missing-rate) or top-half (the top half of an image, with probability "
+                          "--missing-rate), drawn once per image", choices=MISSING)
+    missing_rate: float = option(0.5, "probability a pixel (random) or an image's top half (top-half) is missing",
+                                 minimum=0.0, maximum=0.99)
     bound: str = option("observed", "observed (MIWAE: the bound over the observed pixels) or zero-filled (the "
                         "baseline: the missing pixels taken as 0 and modelled)", choices=BOUNDS)
     iwae_k: int = option(5, "importance samples of the training bound (1: the ELBO)", minimum=1)
@@ -70,8 +72,10 @@ class MIWAE(GaussianVAE):
         if self.options.missing == "random":
             observed = rng.random((n, self.spec.size), dtype=np.float32) >= self.options.missing_rate
         else:
-            row = np.arange(self.spec.size) // width % height
-            observed = np.broadcast_to(row >= height // 2, (n, self.spec.size))
+            # an image's top half goes missing only in some images: a part no image shows
+            # could be neither learnt nor imputed
+            top = np.arange(self.spec.size) // width % height < height // 2
+            observed = ~(top[None] & (rng.random((n, 1)) < self.options.missing_rate))
         return {"observed": pack_mask(observed)}
 
     def _mask(self, bits: np.ndarray, t: Tensor) -> Tensor:
