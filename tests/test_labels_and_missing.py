@@ -142,8 +142,8 @@ def test_miwae_bound_ignores_the_missing_pixels_exactly(options):
     def run(pixels):
         batch = {"x": tv.tensor(pixels), "y": split.y, "observed": observed}
         loss = model.loss(batch, ctx(2, training=False))
-        metrics, _ = model.eval_batch(batch, ctx(3, training=False), iwae_k=3)
-        return loss["loss"].item(), {k: v.data.tolist() for k, v in metrics.items() if "imputation" not in k}
+        metrics, kept = model.eval_batch(batch, ctx(3, training=False), iwae_k=3)
+        return loss["loss"].item(), {k: v.data.tolist() for k, v in {**metrics, **kept}.items() if "imputation" not in k}
     assert run(x) == run(other)
 
 
@@ -248,3 +248,19 @@ def test_miwae_top_half_hides_the_top_rows_of_about_the_share_of_images_asked():
     hidden = mask[:, :14].sum(axis=(1, 2)) == 0
     assert np.all(mask[:, 14:] == 1) and np.all(mask[~hidden] == 1)
     assert abs(hidden.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 2000)
+
+
+def test_miwae_imputation_errors_are_averaged_over_the_missing_pixels_alone():
+    """With nothing trained, the mean imputation guesses 0 everywhere, so its error is the
+    share of 1s among the missing (binarized) pixels, however many images miss none."""
+    from tinyvae import train as T
+    model = models.build("miwae", {"latent_dim": 2, "missing": "top-half", "missing_rate": 0.5, "impute_k": 2},
+                         SPEC, np.random.default_rng(0))
+    split = data.Split(SPEC, np.random.default_rng(1).random((40, SPEC.size)).astype(np.float32), np.zeros(40, int))
+    split = T.with_derived(model, split, 3)
+    result = T.evaluate(model, split, np.random.default_rng(4), batch_size=7)
+    missing = data.unpack_mask(split.fields["observed"], SPEC.size) == 0
+    assert 0 < missing.any(axis=1).sum() < 40
+    pixels = split.binarized(np.random.default_rng(4)).x
+    assert result["test_mean_imputation_mse"] == pytest.approx(pixels[missing].mean(), rel=1e-6)
+    assert 0 < result["test_imputation_mse"] < 1

@@ -108,12 +108,18 @@ class MIWAE(GaussianVAE):
         if iwae_k:
             metrics["nll_iwae"] = -objectives.iwae_bound(self, filled, iwae_k, ctx.rng, observed=observed)
         missing = 1 - mask
-        count = F.maximum(F.sum(missing, axis=1), 1.0)
         pixel_mean = like(self.observed_sum / np.maximum(self.observed_count, 1), x)
-        for key, guess in (("imputation_mse", self._imputed(filled, mask, ctx.rng)),
-                           ("mean_imputation_mse", pixel_mean)):
-            metrics[key] = F.sum(missing * (guess - x) ** 2, axis=1) / count
-        return metrics, {"mu": terms["q"].mu, "kl_dims": terms["kl_dims"]}
+        kept = {"mu": terms["q"].mu, "kl_dims": terms["kl_dims"], "missing": F.sum(missing, axis=1)}
+        for key, guess in (("imputation", self._imputed(filled, mask, ctx.rng)), ("mean_imputation", pixel_mean)):
+            kept[key] = F.sum(missing * (guess - x) ** 2, axis=1)
+        return metrics, kept
+
+    def eval_summary(self, kept: dict) -> dict:
+        """The VAE's, and the squared errors of both imputations averaged over every missing
+        pixel of the test set (an image with none missing adds nothing)."""
+        count = max(float(kept["missing"].sum()), 1.0)
+        return {**super().eval_summary(kept), "test_imputation_mse": float(kept["imputation"].sum()) / count,
+                "test_mean_imputation_mse": float(kept["mean_imputation"].sum()) / count}
 
     def _imputed(self, filled: Tensor, mask: Tensor, rng) -> Tensor:
         """The images with their missing pixels filled in: by the importance-weighted mean
