@@ -137,9 +137,7 @@ class M2(Model):
     def sample_given(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Pixel means of p(x|y, z) for the given labels [n], z ~ p(z) drawn from ``rng``
         (the same generator state gives every label the same styles)."""
-        z = self.as_input(rng.standard_normal((len(labels), self.latent_dim)))
-        logits = self.decoder(F.concat([z, one_hot_like(labels, self.classes, z)], axis=1))
-        return backend.to_device(F.sigmoid(logits).data, "cpu").reshape(-1, *self.spec.shape)
+        return self._pixel_means(self.as_input(rng.standard_normal((len(labels), self.latent_dim))), labels)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Images of labels drawn uniformly."""
@@ -151,7 +149,10 @@ class M2(Model):
         label [N] (Kingma et al.'s analogies)."""
         inputs = self.as_input(x)
         guess = one_hot_like(self.classify(x), self.classes, inputs)
-        z = self.style(self.style_x(inputs) + self.style_y(guess))[:, :self.latent_dim]
+        return self._pixel_means(self.style(self.style_x(inputs) + self.style_y(guess))[:, :self.latent_dim], labels)
+
+    def _pixel_means(self, z: Tensor, labels: np.ndarray) -> np.ndarray:
+        """Pixel means of p(x|y, z) [N, *spec.shape] for styles z [N, D] and labels [N]."""
         logits = self.decoder(F.concat([z, one_hot_like(labels, self.classes, z)], axis=1))
         return backend.to_device(F.sigmoid(logits).data, "cpu").reshape(-1, *self.spec.shape)
 

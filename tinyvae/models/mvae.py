@@ -114,16 +114,18 @@ class MVAE(EncoderDecoder):
             recon, kl, posteriors[key] = self.elbo(ctx.rng, given)
             metrics[key] = sum(recon.values()) - kl
         mu = posteriors["elbo_image"].mu                    # what the image alone says of z
-        guess = backend.to_device(self.label_decoder(mu).data, "cpu").argmax(axis=1)
-        return {**metrics, "label_accuracy": like(guess == batch["y"], x)}, {"mu": mu}
+        return {**metrics, "label_accuracy": like(self._label_at(mu) == batch["y"], x)}, {"mu": mu}
+
+    def _label_at(self, z: Tensor) -> np.ndarray:
+        """The most probable label under p(y|z) [N]."""
+        return backend.to_device(self.label_decoder(z).data, "cpu").argmax(axis=1)
 
     # ---- capabilities -------------------------------------------------------------------------
 
     @no_grad()
     def classify(self, x: np.ndarray) -> np.ndarray:
         """The most probable label under p(y|z) at the mean of q(z|x) [N]."""
-        mu = self.posterior(self.as_input(x)).mu
-        return backend.to_device(self.label_decoder(mu).data, "cpu").argmax(axis=1)
+        return self._label_at(self.posterior(self.as_input(x)).mu)
 
     @no_grad()
     def sample_given(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
