@@ -14,7 +14,8 @@ adam        one Adam / AdamW step over a parameter, its moments and its gradient
 vq          nearest-codebook search and the EMA codebook statistics
 im2col      a convolution's receptive fields gathered as columns, and the adjoint scatter-add
             col2im (convolutions, their gradients, pooling gradients)
+gru_cell    the gates and state update of one GRU step, and their gradients
 """
-from . import adam, bce_logits, im2col, reparam_kl, vq
+from . import adam, bce_logits, gru_cell, im2col, reparam_kl, vq
 
-__all__ = ["adam", "bce_logits", "im2col", "reparam_kl", "vq"]
+__all__ = ["adam", "bce_logits", "gru_cell", "im2col", "reparam_kl", "vq"]

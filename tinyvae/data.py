@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST from their standard idx.gz files.
+"""MNIST and Fashion-MNIST from their standard idx.gz files, and the MOSES molecules (SMILES
+strings in csv.gz files, tokenised by ``smiles``).
 
 Files are looked up as ``<root>/<dataset>/<file>.gz`` in ``data_dir`` (``--data-dir``)
 alone when it is given, else in ``$TINYVAE_DATA`` and then ``~/.cache/tinyvae``; if absent
@@ -20,6 +21,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from . import smiles
 from .atomic import write_atomic
 from .progress import stage
 
@@ -39,12 +41,18 @@ SHA256 = {   # of the decompressed idx files
         "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
         "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
+    "moses": {
+        "train.csv": "cc9d6e8e9534e25a7a36361529ae739ddda8036e9072b2fc5cea6930a0592144",
+        "test.csv": "0248e682a9c29ca7649184dd88a4edc83f48f0e84af6b923990069c3da4501b6",
+    },
 }
 
 MIRRORS = {   # the locations torchvision / Keras use for MNIST, Zalando's for Fashion-MNIST
     "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    "moses": [f"https://{host}/molecularsets/moses/master/moses/dataset/data/"       # the package's data folder
+              for host in ("media.githubusercontent.com/media", "raw.githubusercontent.com")],
 }
 
 DATASETS = tuple(SHA256)
@@ -52,18 +60,21 @@ DATASETS = tuple(SHA256)
 # decompressed sizes, the same in both data sets: a 16-byte idx header and N 28×28 images, or
 # an 8-byte header and N labels
 SIZES = {"train-images-idx3-ubyte": 16 + 60000 * 28 * 28, "train-labels-idx1-ubyte": 8 + 60000,
-         "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10000}
+         "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28, "t10k-labels-idx1-ubyte": 8 + 10000,
+         "train.csv": 58408794, "test.csv": 6490097}      # MOSES: 1,584,663 and 176,074 SMILES lines
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """What a data set holds, for the models to build themselves around: ``shape`` of one
-    example (channels, height, width), ``kind`` ('images': pixels in [0, 1], which a
-    binary-pixel model sees binarized), and ``classes`` (labels 0..classes−1, or None)."""
+    example (channels, height, width; or positions of a token sequence), ``kind`` ('images':
+    pixels in [0, 1], which a binary-pixel model sees binarized; 'tokens': ids into
+    ``vocabulary``), and ``classes`` (labels 0..classes−1, or None)."""
     name: str
     shape: tuple
     kind: str = "images"
     classes: Optional[int] = None
+    vocabulary: tuple = ()
 
     @property
     def size(self) -> int:
@@ -71,13 +82,14 @@ class DataSpec:
         return int(np.prod(self.shape))
 
 
-SPECS = {name: DataSpec(name, (1, 28, 28), "images", 10) for name in DATASETS}
+SPECS = {**{name: DataSpec(name, (1, 28, 28), "images", 10) for name in DATASETS if name != "moses"},
+         "moses": DataSpec("moses", (smiles.LENGTH,), "tokens", None, smiles.VOCABULARY)}
 
 
 @dataclass(frozen=True)
 class Split:
     """One split of a data set: ``x`` [N, size] float32 pixels in [0, 1] (or {0, 1} once
-    binarized), ``y`` [N] int64 labels, and ``fields``: further per-example arrays [N, ...]
+    binarized) or int64 token ids, ``y`` [N] int64 labels (0 where the data set has none), and ``fields``: further per-example arrays [N, ...]
     a model derived from them once (``Model.derived``: a prior's codes of its parent run)."""
     spec: DataSpec
     x: np.ndarray
@@ -173,8 +185,9 @@ def locate(dataset: str, name: str, data_dir: Optional[str] = None, download: bo
     failures = _download(dataset, name, candidates[-1]) if download else ["downloads disabled"]
     if not failures:
         return candidates[-1]
+    files = "train.csv.gz and test.csv.gz" if SPECS[dataset].kind == "tokens" else "the four idx .gz files"
     raise DataError(f"{dataset} file {name}.gz not found; looked in {', '.join(str(c) for c in candidates)}; "
-                    f"download failed ({'; '.join(failures)}). Put the four idx .gz files in "
+                    f"download failed ({'; '.join(failures)}). Put {files} in "
                     f"<dir>/{dataset}/ and pass --data-dir <dir> or set TINYVAE_DATA=<dir>")
 
 
@@ -225,21 +238,41 @@ def batches(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = T
 
 
 def load_split(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> Split:
-    """The first ``limit`` examples (all if None) of a split, pixels scaled to [0, 1]."""
+    """The first ``limit`` examples (all if None) of a split, pixels scaled to [0, 1], or
+    molecules as token ids (``smiles.encode``)."""
+    if SPECS.get(dataset, SPECS["mnist"]).kind == "tokens":
+        return load_tokens(dataset, split, limit, data_dir)
     images, labels = load(dataset, split, data_dir)
     if limit:
         images, labels = images[:limit], labels[:limit]
     return Split(SPECS[dataset], to_unit_interval(images), labels.astype(np.int64))
 
 
+def load_tokens(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> Split:
+    """The first ``limit`` SMILES strings of a split's csv (its SHA-256 checked first), tokenised."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    name = f"{split}.csv"
+    path = locate(dataset, name, data_dir)
+    text = _verified_content(path, dataset, name).decode("ascii")
+    try:
+        ids = smiles.encode(smiles.read_csv(text.splitlines(), str(path), limit), where=str(path))
+    except smiles.SmilesError as e:
+        raise DataError(str(e)) from None
+    return Split(SPECS[dataset], ids, np.zeros(len(ids), np.int64))
+
+
 def batch_dicts(split: Split, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
                 binary: bool = False, device: str = "cpu", visits: Optional[np.ndarray] = None) -> Iterator[dict]:
-    """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``), ``y`` (labels,
+    """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``; token ids stay a
+    NumPy array [B, T]), ``y`` (labels,
     NumPy [B]) and the split's ``fields`` (NumPy [B, ...]), each example ``visits`` times
     (``batches``). The permutation is drawn first; with ``binary``, each batch is binarized
     with ``rng`` as it is reached (a fresh draw every time an image is used)."""
     from .tensor import tensor
+    tokens = split.spec.kind == "tokens"       # ids stay NumPy, as labels do: a model embeds them
     for idx in list(batches(len(split), batch_size, rng, shuffle, visits)):
         pixels = split.x[idx]
-        yield {"x": tensor(binarize(pixels, rng) if binary else pixels, device=device), "y": split.y[idx],
+        x = pixels if tokens else tensor(binarize(pixels, rng) if binary else pixels, device=device)
+        yield {"x": x, "y": split.y[idx],
                **{name: array[idx] for name, array in split.fields.items()}}

@@ -217,6 +217,13 @@ def reparameterize_kl(mu, logvar, eps, per_element: bool = False) -> tuple:
     from .ops.fused import ReparamKL
     return ReparamKL(per_element)(mu, logvar, eps)
 
+def gru_sequence(gi, h0, w_hh, b_hh) -> Tensor:
+    """A GRU layer's states hs [B, T, H] from its input projections gi [B, T, 3H] (W_i x_t + b_i,
+    (r, z, n) blocks), the first state h0 [B, H] and W_h [3H, H], b_h [3H]: the recurrence of
+    ``nn.rnn.gru_step`` as one node on the fused cell kernel (ops/rnn.py)."""
+    from .ops.rnn import GRUSequence
+    return GRUSequence()(gi, h0, w_hh, b_hh)
+
 # ---- layer functions (defined in nn_functional.py, public here) -----------------------
 from .nn_functional import (avg_pool2d, batch_norm, conv2d, conv_transpose2d, dropout,  # noqa: E402,F401
                             embedding, interpolate_nearest, layer_norm, linear, max_pool2d)

@@ -173,6 +173,21 @@ def total_correlation(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, batch: 
     return total / n
 
 
+def mutual_information(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, rows: int = 100) -> float:
+    """I_q(x; z) = E_x E_q(z|x)[log q(z|x) − log q(z)] with q(z) = 1/N Σ_j q(z|x_j), the
+    aggregate posterior of N examples with diagonal Gaussian posteriors N(μ_j, e^ℓ_j), from one
+    sample z_i of each (float64 [N, D]); the estimate He et al. 2019 watch to stop aggressive
+    training (textbook 21.4.5). Between 0 (every posterior alike) and log N (none overlapping)."""
+    n, d = mu.shape
+    half_precision, log_norm = 0.5 * np.exp(-logvar), -0.5 * (math.log(2 * math.pi) + logvar)
+    own = (log_norm - (z - mu) ** 2 * half_precision).sum(axis=1)
+    mixture = np.concatenate([
+        _logsumexp((log_norm[None] - (z[start:start + rows, None, :] - mu[None]) ** 2 * half_precision[None])
+                   .sum(axis=2), axis=1)
+        for start in range(0, n, rows)]) - math.log(n)
+    return float(np.mean(own - mixture))
+
+
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     top = a.max(axis=axis, keepdims=True)
     return np.squeeze(top, axis) + np.log(np.exp(a - top).sum(axis=axis))

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from .atomic import write_atomic
 from .data import Split, unpack_mask
 from .viz import image_grid, save_image
 
@@ -157,15 +158,41 @@ def traverse_picture(model, split: Split, order: np.ndarray, rows: int = 10, ste
     return image_grid(_tiles(model.decode(z)), columns=steps), dims
 
 
-def interpolation_picture(model, split: Split, pairs: int = 8, steps: int = 10, rng=None) -> np.ndarray:
-    """Each row: a straight line in latent space between the means of two test examples."""
+def latent_lines(model, split: Split, pairs: int, steps: int, rng=None) -> np.ndarray:
+    """Latent points [pairs·steps, D]: for each of ``pairs`` pairs of test examples (drawn with
+    ``rng``), ``steps`` points on the straight line between their posterior means."""
     require(model, "interpolate")
     rng = rng or np.random.default_rng(0)
     picks = rng.choice(len(split), 2 * pairs, replace=False)
     means = model.encode(split.x[picks])
     t = np.linspace(0, 1, steps)[None, :, None]
-    z = (1 - t) * means[0::2, None, :] + t * means[1::2, None, :]
-    return image_grid(_tiles(model.decode(z.reshape(-1, means.shape[1]))), columns=steps)
+    return ((1 - t) * means[0::2, None, :] + t * means[1::2, None, :]).reshape(-1, means.shape[1])
+
+
+def interpolation_picture(model, split: Split, pairs: int = 8, steps: int = 10, rng=None) -> np.ndarray:
+    """Each row: a straight line in latent space between the means of two test examples."""
+    return image_grid(_tiles(model.decode(latent_lines(model, split, pairs, steps, rng))), columns=steps)
+
+
+def molecule_outputs(model, split: Split, out_dir: str, rng: np.random.Generator, history: list) -> list:
+    """What a token model draws: samples.txt (64 SMILES from the prior) and interpolation.txt
+    (the SMILES decoded along a line in z between two test molecules, one per line), and with
+    RDKit their drawings samples.png and interpolation.png; learning_curves.png."""
+    from . import molecules, plots, smiles
+    chem, written = molecules.rdkit(), []
+    outputs = {"samples": smiles.decode(model.sample(64, rng)),
+               "interpolation": smiles.decode(model.decode(latent_lines(model, split, 1, 12, rng)))}
+    for name, strings in outputs.items():
+        write_atomic(os.path.join(out_dir, f"{name}.txt"), "".join(s + "\n" for s in strings).encode())
+        written.append(f"{name}.txt")
+        if chem is not None:
+            molecules.draw(strings[:24], os.path.join(out_dir, f"{name}.png"), chem,
+                           legends=[f"{i}" for i in range(12)] if name == "interpolation" else None)
+            written.append(f"{name}.png")
+    if history:
+        plots.learning_curves({"run": history}, os.path.join(out_dir, "learning_curves.png"))
+        written.append("learning_curves.png")
+    return written
 
 
 def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generator, history: list,
@@ -177,11 +204,16 @@ def write_run_pictures(model, test: Split, out_dir: str, rng: np.random.Generato
       latent.png (test means by label) and manifold.png with its latent values on the axes,
       code_usage.png for a model with discrete codes, samples_by_temperature.png and
       layer_reconstructions.png for a hierarchy, samples_by_label.png and analogies.png for
-      a model with labels, imputations.png for one trained with pixels missing.
+      a model with labels, imputations.png for one trained with pixels missing; for
+      molecules, ``molecule_outputs``.
     """
     from . import plots
     was_training = model.training
     model.eval()
+    if test.spec.kind == "tokens":
+        written = molecule_outputs(model, test, out_dir, rng, history)
+        model.train(was_training)
+        return written
     written = []
 
     def write(name: str, draw) -> None:

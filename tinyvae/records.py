@@ -53,9 +53,10 @@ def environment() -> dict:
 
 
 def write_config(out_dir: str, model_config: dict, run: dict, command: Optional[list]) -> None:
-    """out_dir/config.json: the model (name and every option), the trainer's options, the
-    environment, and the command line (``tinyvae train --config`` reads it back)."""
+    """out_dir/config.json: the model (name and every option), the trainer's options, a token
+    data set's vocabulary, the environment, and the command line (``tinyvae train --config`` reads it back)."""
     record = {"model": model_config["name"], "model_options": model_config["options"], "run": run,
+              **{key: model_config[key] for key in ("vocabulary",) if key in model_config},
               "environment": environment(), "command": list(command) if command is not None else sys.argv}
     write_atomic(os.path.join(out_dir, CONFIG), (json.dumps(record, indent=2) + "\n").encode())
 

@@ -64,9 +64,13 @@ def build_model(state: dict, device: str = "cpu", _parents: tuple = ()):
         if os.path.abspath(run.parent) in _parents:
             raise CheckpointError(f"the parent runs of {_parents[0]} form a loop through {run.parent}")
         parent = build_model(load(run.parent), device, _parents + (os.path.abspath(run.parent),)).eval()
+    spec = data.SPECS[run.dataset]
+    if config.get("vocabulary", []) != list(spec.vocabulary):
+        raise CheckpointError(f"the run's {run.dataset} vocabulary ({' '.join(config.get('vocabulary', []))}) is "
+                              f"not this version's ({' '.join(spec.vocabulary)}): its token ids would be misread")
     try:
         with nn.init.placeholders():
-            model = models.build(config["name"], config["options"], data.SPECS[run.dataset], parent=parent)
+            model = models.build(config["name"], config["options"], spec, parent=parent)
         model.load_state_dict(state["model"])
     except ValueError as e:
         raise CheckpointError(f"the checkpoint's model does not fit its record: {e}") from None
@@ -109,6 +113,9 @@ def _check(state: dict) -> None:
     config = state.get("model_config")
     _require(isinstance(config, dict) and isinstance(config.get("name"), str) and isinstance(config.get("options"), dict),
              "the model record (name and options) is missing")
+    vocabulary = config.get("vocabulary", [])
+    _require(isinstance(vocabulary, list) and all(isinstance(t, str) for t in vocabulary),
+             "its vocabulary is not a list of tokens")
     family = models.get(config["name"])
     check(family.Options(**config["options"]))              # TypeError for an option the family lacks
     weights = _arrays(state.get("model"), "the model")

@@ -113,7 +113,8 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, o
     The folder is locked while training; one that already holds a run is refused unless
     ``overwrite``. Returns the epoch metrics."""
     run.validate()
-    models.checked_options(model_name, model_options)      # a bad option makes no run folder
+    cls, _ = models.checked_options(model_name, model_options)      # a bad option or data set makes no run folder
+    models.check_data(cls, data.SPECS[run.dataset])
     with run_folder.lock(out_dir):
         if not overwrite and os.path.exists(saved_run.path_of(out_dir)):
             raise TrainingError(f"{out_dir} already holds a run; continue it with --resume --out {out_dir}, "

@@ -7,7 +7,8 @@ A family is one ``Model`` subclass in its own file, registered by name
   Options                      a dataclass of its options (``tinyvae.options.option``: type,
                                default, help, allowed values)
   inputs                       'binary' (the data's pixels binarized, dynamically in training)
-                               or 'continuous'
+                               or 'continuous' (or 'tokens': ids, as they are)
+  data_kinds                   the ``DataSpec.kind`` it reads: ('images',) or ('tokens',)
   eval_keys                    the keys ``train.evaluate`` returns for it (test_<metric>, ...;
                                an instance may narrow them where an option decides)
   straight_through             prefixes of the parameters whose gradient is an estimate, not
@@ -38,7 +39,8 @@ the trainer keeps them in the run folder and puts them in every batch beside x a
 (an epoch that visits some examples more often than others). Capabilities are methods a family may have; the CLI and
 the pictures use them only where present (``can``):
 
-  sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior
+  sample(n, rng)       n images [n, *spec.shape] (means of p(x|z)) from the prior (token
+                       models: token ids [n, T]; so for decode and reconstruct)
   encode(x)            a latent point per example (the posterior mean) [N, latent_dim]
   decode(z)            images [N, *spec.shape] from latent points
   reconstruct(x)       images [N, *spec.shape]
@@ -87,6 +89,7 @@ class Model(nn.Module):
     section: ClassVar[str] = ""
     Options: ClassVar[type]
     inputs: ClassVar[str] = "binary"
+    data_kinds: ClassVar[tuple] = ("images",)
     eval_keys: tuple = ()
     needs_parent: ClassVar[bool] = False
     straight_through: ClassVar[tuple] = ()
@@ -149,5 +152,7 @@ class Model(nn.Module):
         return callable(getattr(cls, capability, None))
 
     def config(self) -> dict:
-        """What rebuilds this model: its registered name and every option."""
-        return {"name": self.name, "options": asdict(self.options)}
+        """What rebuilds this model: its registered name and every option (and the vocabulary
+        of a token data set, so a run says which ids mean which tokens)."""
+        vocabulary = {"vocabulary": list(self.spec.vocabulary)} if self.spec.vocabulary else {}
+        return {"name": self.name, "options": asdict(self.options), **vocabulary}

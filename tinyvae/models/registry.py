@@ -54,10 +54,19 @@ def build(name: str, options: Optional[dict] = None, spec: DataSpec = SPECS["mni
     their defaults), with ``parent`` (a trained model) for a second-stage family; ValueError
     for an unknown name, an option the family does not take, or a parent missing or not wanted."""
     cls, checked = checked_options(name, options)
+    check_data(cls, spec)
     if cls.needs_parent != (parent is not None):
         raise ValueError(f"model {cls.name!r} is a second-stage model: give --parent RUN, a trained run it builds on"
                          if cls.needs_parent else f"model {cls.name!r} takes no --parent")
     return cls(checked, spec, rng=rng, **({"parent": parent} if cls.needs_parent else {}))
+
+
+def check_data(cls, spec: DataSpec) -> None:
+    """ValueError in one line when the family cannot read the data set (images or tokens)."""
+    if spec.kind not in cls.data_kinds:
+        readers = ", ".join(n for n in names() if spec.kind in _FAMILIES[n].data_kinds)
+        raise ValueError(f"model {cls.name!r} reads {' or '.join(cls.data_kinds)}; {spec.name} holds {spec.kind} "
+                         f"(models for it: {readers})")
 
 
 def checked_options(name: str, options: Optional[dict] = None) -> tuple:

@@ -66,17 +66,15 @@ class GRU(Module):
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"GRU: expected input [B, T, {self.input_size}], got shape {x.shape}")
         batch, steps = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError("GRU: the input sequence is empty (T = 0)")
         if h0 is None:
             h0 = Tensor(backend.array_module(x.data).zeros((self.num_layers, batch, self.hidden_size), x.dtype))
-        seq = [x[:, t] for t in range(steps)]
-        finals = []
+        seq, finals = x, []
         for layer in range(self.num_layers):
-            params = [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            h = h0[layer]
-            out = []
-            for xt in seq:
-                h = gru_step(xt, h, *params)
-                out.append(h)
-            seq = out
-            finals.append(h)
-        return F.stack(seq, axis=1), F.stack(finals, axis=0)
+            w_ih, w_hh, b_ih, b_hh = (getattr(self, f"{name}_l{layer}")
+                                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            # every step's input projection in one product; the recurrence as one fused node
+            seq = F.gru_sequence(F.linear(seq, w_ih, b_ih), h0[layer], w_hh, b_hh)
+            finals.append(seq[:, steps - 1])
+        return seq, F.stack(finals, axis=0)
