@@ -116,7 +116,8 @@ def model_step(model, x) -> Callable[[], None]:
     from tinyvae import optim
     from tinyvae.models.base import StepContext
     opt = optim.Adam(model.parameters(), lr=1e-3)
-    batch, rng = {"x": tv.tensor(x), "y": np.zeros(len(x), np.int64)}, np.random.default_rng(0)
+    tokens = np.issubdtype(x.dtype, np.integer)                 # token ids stay NumPy, as batch_dicts hands them
+    batch, rng = {"x": x if tokens else tv.tensor(x), "y": np.zeros(len(x), np.int64)}, np.random.default_rng(0)
 
     def step():
         opt.zero_grad()

@@ -3,7 +3,7 @@ in test_model_catalog.py check. A family that is registered but missing here fai
 ``test_every_registered_model_is_in_the_catalog``; adding its entries gives it every test."""
 import numpy as np
 
-from tinyvae import models
+from tinyvae import data, models, smiles
 from tinyvae.data import DataSpec
 
 # the parents second-stage families are built on (and trained, for the run tests), by name; a
@@ -69,10 +69,32 @@ MODELS = [
     ("pixelcnn-prior@vqvae", {"channels": 3, "blocks": 3, "kernel": 5, "conditional": "class"}),
     ("pixelcnn-prior@vqvae2", {"channels": 3, "blocks": 2, "conditional": "class"}),
     ("pixelcnn-prior@dvae", {"channels": 3, "blocks": 2}),
+    ("seq-vae", {"embed_dim": 2, "hidden": 3, "latent_dim": 2}),
+    ("seq-vae", {"embed_dim": 3, "hidden": 2, "latent_dim": 3, "word_dropout": 0.3, "free_bits": 0.1,
+                 "kl_anneal": "cyclical", "warmup_steps": 3}),
+    ("seq-vae", {"embed_dim": 2, "hidden": 2, "latent_dim": 2, "aggressive": True, "aggressive_inner": 2}),
 ]
 
-# a small image data set for the gradient checks (the conv networks need sides divisible by 4)
+# a small image data set for the gradient checks (the conv networks need sides divisible by 4),
+# and token sequences of at most 7 SMILES tokens and <eos>
 TINY_IMAGES = DataSpec("tiny", (1, 8, 8), "images", 10)
+TINY_TOKENS = DataSpec("tiny-tokens", (8,), "tokens", None, smiles.VOCABULARY)
+
+
+def spec_of(name) -> DataSpec:
+    """The tiny data set a catalog entry's family reads."""
+    return TINY_TOKENS if "tokens" in models.get(family(name)[0]).data_kinds else TINY_IMAGES
+
+
+def tiny_split(spec=TINY_IMAGES, n=12, seed=0) -> data.Split:
+    """n random examples: pixels in [0, 1], or token ids of 1..T−1 atoms, <eos> and pads."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    if spec.kind == "images":
+        return data.Split(spec, rng.random((n, spec.size)).astype(np.float32), labels)
+    atoms = [text for text in spec.vocabulary if text not in smiles.SPECIAL]
+    strings = ["".join(rng.choice(atoms, rng.integers(1, spec.shape[0]))) for _ in range(n)]
+    return data.Split(spec, smiles.encode(strings, spec.vocabulary, spec.shape[0]), 0 * labels)
 
 
 def family(name):
@@ -83,7 +105,7 @@ def family(name):
 
 def build(name, options, seed, spec=None):
     """The model of a catalog entry (with its parent, built from a related seed, if it needs one)."""
-    spec = spec or TINY_IMAGES
+    spec = spec or spec_of(name)
     name, parent_name = family(name)
     parent = None
     if parent_name:

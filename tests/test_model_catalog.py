@@ -13,17 +13,15 @@ from tinyvae import train as T
 from tinyvae.models.base import StepContext
 
 from helpers import to_float64
-from model_catalog import MODELS, PARENTS, TINY_IMAGES, build, family, ids
+from model_catalog import MODELS, PARENTS, TINY_IMAGES, build, family, ids, tiny_split
 
 CASES = pytest.mark.parametrize("name, options", MODELS, ids=ids())
 
 
-def tiny_split(spec=TINY_IMAGES, n=12, seed=0) -> data.Split:
-    rng = np.random.default_rng(seed)
-    return data.Split(spec, rng.random((n, spec.size)).astype(np.float32), rng.integers(0, 10, n))
-
-
 def batch_of(model, split, dtype=np.float32):
+    """A batch as the trainer hands it: pixels as a Tensor of ``dtype``, token ids as they are."""
+    if split.spec.kind == "tokens":
+        return {"x": split.x, "y": split.y}
     x = split.x if model.inputs != "binary" else (split.x > 0.5).astype(np.float32)
     return {"x": tv.tensor(x.astype(dtype)), "y": split.y, **T.with_derived(model, split, 0).fields}
 
@@ -46,7 +44,7 @@ def test_every_registered_model_is_in_the_catalog():
 def test_one_step_on_a_fixed_batch_lowers_the_loss(name, options):
     """Each group's loss, after one step of that group's optimizer on it alone."""
     model = build(name, options, 1)
-    batch = batch_of(model, tiny_split())
+    batch = batch_of(model, tiny_split(model.spec))
     for group, params in model.param_groups().items():
         before = losses_of(model, loss_of(model, batch))
         if group not in before:
@@ -64,7 +62,7 @@ def test_loss_gradients_match_finite_differences(name, options):
     finite differences; parameters behind a straight-through estimator get a gradient, which
     is not the loss's derivative and so is not compared with one."""
     model = to_float64(build(name, options, 2)).eval()
-    batch = batch_of(model, tiny_split(n=4), np.float64)
+    batch = batch_of(model, tiny_split(model.spec, n=4), np.float64)
     loss_of(model, batch)                         # any first-batch initialisation happens here
     estimated = model.straight_through
     exact = {id(p) for n, p in model.named_parameters() if not n.startswith(estimated)}
@@ -86,10 +84,10 @@ def test_save_and_load_give_the_same_outputs(name, options, tmp_path):
     model = build(name, options, 3)
     checkpoint.save(tmp_path / "m.safetensors", {"model": model.state_dict(), "config": model.config()})
     state = checkpoint.load(tmp_path / "m.safetensors")
-    again = models.build(state["config"]["name"], state["config"]["options"], TINY_IMAGES, np.random.default_rng(9),
+    again = models.build(state["config"]["name"], state["config"]["options"], model.spec, np.random.default_rng(9),
                          model.parent)
     again.load_state_dict(state["model"])
-    batch = batch_of(model, tiny_split())
+    batch = batch_of(model, tiny_split(model.spec))
     assert {g: v.item() for g, v in losses_of(again, loss_of(again, batch)).items()} == \
         {g: v.item() for g, v in losses_of(model, loss_of(model, batch)).items()}
     assert again.config() == model.config() and json.loads(json.dumps(model.config())) == model.config()
@@ -98,7 +96,7 @@ def test_save_and_load_give_the_same_outputs(name, options, tmp_path):
 @CASES
 def test_evaluation_has_the_documented_keys_and_finite_values(name, options):
     model = build(name, options, 4)
-    result = T.evaluate(model, T.with_derived(model, tiny_split(), 0), np.random.default_rng(0), batch_size=5,
+    result = T.evaluate(model, T.with_derived(model, tiny_split(model.spec), 0), np.random.default_rng(0), batch_size=5,
                         iwae_k=3 if model.can("log_weights") else 0)
     assert set(result) == set(model.eval_keys)
     assert all(np.all(np.isfinite(v)) for v in result.values())
@@ -107,7 +105,8 @@ def test_evaluation_has_the_documented_keys_and_finite_values(name, options):
 @CASES
 def test_declared_capabilities_have_the_right_shapes(name, options):
     model = build(name, options, 5)
-    split, shape = tiny_split(n=6), TINY_IMAGES.shape
+    split, shape = tiny_split(model.spec, n=6), model.spec.shape
+    tokens = model.spec.kind == "tokens"          # token ids, [N, T], where images are [N, *shape]
     latent = None
     if model.can("encode"):
         latent = model.encode(split.x)
@@ -117,8 +116,9 @@ def test_declared_capabilities_have_the_right_shapes(name, options):
     if model.can("reconstruct"):
         assert model.reconstruct(split.x).shape == (6, *shape)
     if model.can("sample"):
-        images = model.sample(5, np.random.default_rng(0))
-        assert images.shape == (5, *shape) and images.min() >= 0 and images.max() <= 1
+        examples = model.sample(5, np.random.default_rng(0))
+        top = len(model.spec.vocabulary) - 1 if tokens else 1
+        assert examples.shape == (5, *shape) and examples.min() >= 0 and examples.max() <= top
     if model.can("classify"):
         guess = model.classify(split.x)
         assert guess.shape == (6,) and set(guess) <= set(range(TINY_IMAGES.classes))
@@ -139,7 +139,8 @@ def test_declared_capabilities_have_the_right_shapes(name, options):
 @pytest.mark.slow
 @CASES
 def test_a_run_resumed_after_epoch_one_equals_the_uninterrupted_run(name, options, tmp_path):
-    run = T.RunOptions(epochs=2, batch_size=32, train_size=96, test_size=40, seed=5)
+    run = T.RunOptions(epochs=2, batch_size=32, train_size=96, test_size=40, seed=5,
+                       dataset="moses" if "tokens" in models.get(family(name)[0]).data_kinds else "mnist")
     name, parent_name = family(name)
     if parent_name:
         T.train(parent_name, PARENTS[parent_name], T.RunOptions(epochs=1, batch_size=32, train_size=96, test_size=40),

@@ -16,8 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import __version__, models, pictures, quality, records, sweep
+from . import __version__, data, models, molecules, pictures, quality, records, smiles, sweep
 from . import train as T
+from .atomic import write_atomic
 from .checkpoint import CheckpointError
 from .data import DataError
 from .run_folder import RunFolderBusy
@@ -41,7 +42,9 @@ EVAL_LABELS = {"test_elbo": "test ELBO (nats)", "test_recon": "reconstruction lo
                "cond_sample_accuracy": "label of samples given it", "test_accuracy": "accuracy of q(y|x)",
                "test_label_accuracy": "label from the image alone", "test_imputation_mse": "imputation MSE",
                "test_mean_imputation_mse": "mean imputation MSE",
-               "kl_per_dim": "KL per dimension (nats)"}
+               "kl_per_dim": "KL per dimension (nats)", "test_recon_accuracy": "exact greedy reconstructions",
+               "nelbo_per_token": "-ELBO per token (nats)", "mutual_info": "mutual information I(x; z)",
+               "valid": "valid ({fd_samples} samples)", "unique": "unique among valid", "novel": "novel among unique"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -183,8 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--iwae-k", type=_integer(1), default=5000,
                    help="samples per example of the IWAE bound, where the model has one (default 5000)")
     e.add_argument("--fd-samples", type=_integer(0), default=10000,
-                   help="samples for sample_fd, where the model samples images, and for cond_sample_accuracy, "
-                        "where it samples given a label; 0 skips both (default 10000)")
+                   help="samples for sample_fd, where the model samples images, for cond_sample_accuracy, "
+                        "where it samples given a label, and for valid, unique and novel (RDKit), where it samples "
+                        "molecules; 0 skips them (default 10000)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--test-size", type=_integer(1), default=None, help="use only the first N test images (default all)")
     e.add_argument("--batch-size", type=_integer(1), default=100, help="test images per batch (default 100)")
@@ -313,9 +317,12 @@ def _eval(args) -> None:
     test = T.with_derived(model, T.load_split(run, "test"), run.seed, args.run_dir, "test")
     iwae_k = args.iwae_k if model.can("log_weights") else 0
     result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size, iwae_k=iwae_k,
-                        stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} images",
+                        stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} "
+                        f"{'molecules' if model.spec.kind == 'tokens' else 'images'}",
                         bar=not args.no_progress)
-    if args.fd_samples > 0 and (model.can("sample") or model.can("sample_given")):
+    if args.fd_samples > 0 and model.spec.kind == "tokens":
+        result.update(_chemistry(model, run, args))
+    elif args.fd_samples > 0 and (model.can("sample") or model.can("sample_given")):
         classifier, _ = quality.load_classifier(run.dataset, run.data_dir, log=lambda m: print(m, file=sys.stderr))
         if model.can("sample"):
             result["sample_fd"] = quality.sample_fd(model, test, np.random.default_rng([args.seed, 1]), classifier,
@@ -335,6 +342,18 @@ def _eval(args) -> None:
             print(f"{label:<28} {min(value):>10.2f} to {max(value):.2f} over {len(value)} dimensions")
         else:
             print(f"{label:<28} {value:>10.2f}" if isinstance(value, float) else f"{label:<28} {value:>10}")
+
+
+def _chemistry(model, run, args) -> dict:
+    """MOSES's valid, unique and novel of ``--fd-samples`` molecules from the prior (RDKit), or
+    nothing and one line saying why."""
+    chem = molecules.rdkit()
+    if chem is None:
+        print(f"note: {molecules.NO_RDKIT}", file=sys.stderr)
+        return {}
+    samples = smiles.decode(model.sample(args.fd_samples, np.random.default_rng([args.seed, 1])))
+    training, _ = data.load_strings(run.dataset, "train", None, run.data_dir)     # novel: against all of it
+    return {**molecules.generation_metrics(samples, training, chem), "fd_samples": args.fd_samples}
 
 
 def _plot(args) -> None:
@@ -363,6 +382,8 @@ def _picture(args) -> None:
     pictures.require(model, args.command)
     run.data_dir, run.test_size = args.data_dir or run.data_dir, None
     rng = np.random.default_rng(args.seed)
+    if model.spec.kind == "tokens":
+        return _molecule_output(model, run, args, rng)
     image_format(args.output)       # a bad file name is refused before any work
     test = T.load_split(run, "test") if args.command != "sample" else None
     if args.command == "sample":
@@ -382,6 +403,30 @@ def _picture(args) -> None:
         save_image(args.output, picture)
     else:
         save_image(args.output, pictures.interpolation_picture(model, test, pairs=args.count, rng=rng))
+    print(f"wrote {args.output}")
+
+
+def _molecule_output(model, run, args, rng) -> None:
+    """``sample`` and ``interpolate`` of a model of molecules: SMILES, one per line (.txt or
+    .smi), or their drawings (.png, with RDKit); interpolations: ``--pairs`` lines of 10 steps."""
+    if args.command not in ("sample", "interpolate"):
+        raise ValueError(f"model {model.name!r} makes molecules, not pictures: it has no {args.command}; "
+                         f"tinyvae sample and tinyvae interpolate write SMILES (.txt, .smi) or drawings (.png)")
+    suffix = os.path.splitext(args.output)[1].lower()
+    if suffix not in (".txt", ".smi", ".png") or os.path.isdir(args.output):
+        raise ValueError(f"cannot write {args.output}: name a .txt or .smi file (SMILES) or a .png (drawings)")
+    chem = molecules.rdkit()
+    if suffix == ".png" and chem is None:
+        raise ValueError(molecules.NO_RDKIT)
+    if args.command == "sample":
+        ids = model.sample(args.count, rng)
+    else:
+        ids = model.decode(pictures.latent_lines(model, T.load_split(run, "test"), args.count, 10, rng))
+    strings = smiles.decode(ids)
+    if suffix == ".png":
+        molecules.draw(strings, args.output, chem, per_row=10 if args.command == "interpolate" else 6)
+    else:
+        write_atomic(args.output, "".join(s + "\n" for s in strings).encode())
     print(f"wrote {args.output}")
 
 

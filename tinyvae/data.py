@@ -248,15 +248,24 @@ def load_split(dataset: str, split: str, limit: Optional[int] = None, data_dir: 
     return Split(SPECS[dataset], to_unit_interval(images), labels.astype(np.int64))
 
 
-def load_tokens(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> Split:
-    """The first ``limit`` SMILES strings of a split's csv (its SHA-256 checked first), tokenised."""
+def load_strings(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> tuple:
+    """(the first ``limit`` SMILES strings of a split's csv, its path), its SHA-256 checked first."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     name = f"{split}.csv"
     path = locate(dataset, name, data_dir)
     text = _verified_content(path, dataset, name).decode("ascii")
     try:
-        ids = smiles.encode(smiles.read_csv(text.splitlines(), str(path), limit), where=str(path))
+        return smiles.read_csv(text.splitlines(), str(path), limit), path
+    except smiles.SmilesError as e:
+        raise DataError(str(e)) from None
+
+
+def load_tokens(dataset: str, split: str, limit: Optional[int] = None, data_dir: Optional[str] = None) -> Split:
+    """The first ``limit`` SMILES strings of a split, tokenised (``smiles.encode``)."""
+    strings, path = load_strings(dataset, split, limit, data_dir)
+    try:
+        ids = smiles.encode(strings, where=str(path))
     except smiles.SmilesError as e:
         raise DataError(str(e)) from None
     return Split(SPECS[dataset], ids, np.zeros(len(ids), np.int64))

@@ -1,7 +1,7 @@
 """Chemistry of generated SMILES, through RDKit where it is installed (the ``chem`` extra:
 ``pip install -e ".[chem]"``): the MOSES generation metrics (Polykovskiy et al. 2020) and
 drawings of molecules. Without RDKit, ``rdkit()`` is None and the callers say, in one line
-(``MISSING``), what they skip.
+(``NO_RDKIT``), what they skip.
 
   valid   share of the samples RDKit parses into a molecule (an empty string is not one)
   unique  share of distinct canonical SMILES among the valid ones (MOSES's unique@k, k = all)
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-MISSING = ("RDKit is not installed, so the chemistry metrics (valid, unique, novel) and the molecule drawings are "
+NO_RDKIT = ("RDKit is not installed, so the chemistry metrics (valid, unique, novel) and the molecule drawings are "
            "skipped; pip install -e '.[chem]' adds them")
 
 

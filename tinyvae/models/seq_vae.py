@@ -85,10 +85,10 @@ class SeqVAE(Model):
         self.head = nn.Linear(o.hidden, vocab, rng=rng)
         # the aggressive phase's state (He et al.): on, the best epoch's mutual information so
         # far (−10³⁰ before the first: a checkpoint holds finite numbers only), and the current
-        # epoch's running sum of batch estimates
+        # epoch's running sum of batch estimates; [1]-arrays (a checkpoint holds no 0-d array)
         for buffer, value in (("aggressive_on", float(o.aggressive)), ("mi_best", -1e30), ("mi_sum", 0.0),
                               ("mi_batches", 0.0), ("mi_epoch", 0.0)):
-            self.register_buffer(buffer, np.array(value, np.float64))
+            self.register_buffer(buffer, np.array([value], np.float64))
 
     # ---- the three distributions ------------------------------------------------------------
 
@@ -141,11 +141,11 @@ class SeqVAE(Model):
         loss = objectives.training_loss(terms, weight, o.free_bits)
         self._batch_mi = objectives.mutual_information(*(backend.to_device(t.data, "cpu").astype(np.float64)
                                                          for t in (terms["z"], terms["q"].mu, terms["q"].logvar)))
-        if self.aggressive_on:      # He et al.: the encoder alone on `inner` batches, then the decoder once
+        if self.aggressive_on[0]:      # He et al.: the encoder alone on `inner` batches, then the decoder once
             group = "encoder" if ctx.step % (o.aggressive_inner + 1) < o.aggressive_inner else "model"
             loss = {group: loss}
         return {"loss": loss, "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"], "kl_weight": weight,
-                "aggressive": float(self.aggressive_on), "mutual_info": self._batch_mi}
+                "aggressive": float(self.aggressive_on[0]), "batch_mutual_info": self._batch_mi}
 
     def param_groups(self) -> dict:
         """The inference network apart ("encoder"), for the aggressive phase's encoder-only steps."""
@@ -154,15 +154,15 @@ class SeqVAE(Model):
     def after_step(self, ctx: StepContext) -> None:
         """At each epoch's first step, end the aggressive phase if the last epoch's mean mutual
         information did not rise above the best before it; then count this batch's."""
-        if ctx.epoch != int(self.mi_epoch):
-            if self.mi_batches:
-                mean = float(self.mi_sum / self.mi_batches)
-                if mean <= self.mi_best:
-                    self.aggressive_on[...] = 0.0
-                self.mi_best[...] = max(float(self.mi_best), mean)
-            self.mi_sum[...], self.mi_batches[...], self.mi_epoch[...] = 0.0, 0.0, ctx.epoch
-        self.mi_sum[...] += self._batch_mi
-        self.mi_batches[...] += 1
+        if ctx.epoch != self.mi_epoch[0]:
+            if self.mi_batches[0]:
+                mean = self.mi_sum[0] / self.mi_batches[0]
+                if mean <= self.mi_best[0]:
+                    self.aggressive_on[0] = 0.0
+                self.mi_best[0] = max(self.mi_best[0], mean)
+            self.mi_sum[0], self.mi_batches[0], self.mi_epoch[0] = 0.0, 0.0, ctx.epoch
+        self.mi_sum[0] += self._batch_mi
+        self.mi_batches[0] += 1
 
     # ---- evaluation -------------------------------------------------------------------------
 
