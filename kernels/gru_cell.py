@@ -92,6 +92,13 @@ def backward_reference(g, r, z, n, gh, h):
     return g_gi, g_gh, g * z
 
 
+def _element_backward(g, r, z, n, gh_n, h, one):
+    """(a_r, a_z, a_n) of one unit: the formulas above, compiled for the CPU and for CUDA from
+    this one source (``one`` of the data's dtype keeps float32 in float32)."""
+    a_n = g * (one - z) * (one - n * n)
+    return a_n * gh_n * r * (one - r), g * (h - n) * z * (one - z), a_n
+
+
 # ---- CPU: one loop over rows, each row's H units in one vectorisable pass -------------------
 # exp and expm1 from _vmath (straight-line code LLVM vectorises; libm's are one call per
 # element). Serial and threaded versions: a step of a small batch is over before Numba's
@@ -108,6 +115,8 @@ def _cpu(dtype):
         exp, expm1 = exp_for(dtype), expm1_for(dtype)
         t = np.dtype(dtype).type
         one, two, limit = t(1), t(2), t(88)
+
+        element_backward = njit(inline="always", fastmath={"contract"})(_element_backward)
 
         @njit(inline="always", fastmath={"contract"})
         def sigmoid(a):
@@ -132,13 +141,10 @@ def _cpu(dtype):
             B, H = h.shape
             for b in prange(B):
                 for j in range(H):
-                    gj, rj, zj, nj = g[b, j], r[b, j], z[b, j], n[b, j]
-                    a_n = gj * (one - zj) * (one - nj * nj)
-                    a_r = a_n * gh[b, 2 * H + j] * rj * (one - rj)
-                    a_z = gj * (h[b, j] - nj) * zj * (one - zj)
+                    a_r, a_z, a_n = element_backward(g[b, j], r[b, j], z[b, j], n[b, j], gh[b, 2 * H + j], h[b, j], one)
                     g_gi[b, j], g_gi[b, H + j], g_gi[b, 2 * H + j] = a_r, a_z, a_n
-                    g_gh[b, j], g_gh[b, H + j], g_gh[b, 2 * H + j] = a_r, a_z, a_n * rj
-                    g_h[b, j] = gj * zj
+                    g_gh[b, j], g_gh[b, H + j], g_gh[b, 2 * H + j] = a_r, a_z, a_n * r[b, j]
+                    g_h[b, j] = g[b, j] * z[b, j]
 
         options = dict(fastmath={"contract"}, error_model="numpy")   # no zero-division checks: they block SIMD
         _cpu_kernels[key] = tuple((njit(**options)(f), njit(parallel=True, **options)(f)) for f in (fwd, bwd))
@@ -157,6 +163,7 @@ def _cuda_kernels(dtype):
     key = np.dtype(dtype).str
     if key not in _CUDA:
         zero, one = np.dtype(dtype).type(0), np.dtype(dtype).type(1)
+        element_backward = cuda.jit(device=True)(_element_backward)
 
         @cuda.jit(device=True)
         def sigmoid(a):
@@ -181,13 +188,10 @@ def _cuda_kernels(dtype):
             B, H = h.shape
             if i < B * H:
                 b, j = i // H, i % H
-                gj, rj, zj, nj = g[b, j], r[b, j], z[b, j], n[b, j]
-                a_n = gj * (one - zj) * (one - nj * nj)
-                a_r = a_n * gh[b, 2 * H + j] * rj * (one - rj)
-                a_z = gj * (h[b, j] - nj) * zj * (one - zj)
+                a_r, a_z, a_n = element_backward(g[b, j], r[b, j], z[b, j], n[b, j], gh[b, 2 * H + j], h[b, j], one)
                 g_gi[b, j], g_gi[b, H + j], g_gi[b, 2 * H + j] = a_r, a_z, a_n
-                g_gh[b, j], g_gh[b, H + j], g_gh[b, 2 * H + j] = a_r, a_z, a_n * rj
-                g_h[b, j] = gj * zj
+                g_gh[b, j], g_gh[b, H + j], g_gh[b, 2 * H + j] = a_r, a_z, a_n * r[b, j]
+                g_h[b, j] = g[b, j] * z[b, j]
 
         _CUDA[key] = (fwd, bwd)
     return _CUDA[key]

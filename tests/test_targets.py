@@ -13,7 +13,7 @@ from kernels import targets
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="names x86 processors")
 
-KERNEL_TESTS = ["tests/test_simd.py", "tests/test_vmath.py", "tests/test_kernels.py", "-k", "not cuda"]
+KERNEL_TESTS = ["tests/test_simd.py", "tests/test_vmath.py", "tests/test_kernels.py", "tests/test_gru.py", "-k", "not cuda"]
 OTHER_RUNNABLE = [name for name in targets.TARGETS if name != targets.current() and targets.host_runs(name)]
 
 
