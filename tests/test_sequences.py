@@ -64,6 +64,18 @@ def test_missing_moses_names_its_files(tmp_path, monkeypatch):
     assert "train.csv.gz and test.csv.gz" in str(err.value) and "moses/test.csv.gz" in str(err.value)
 
 
+def test_moses_downloads_into_the_cache_and_is_verified(tmp_path, monkeypatch):
+    """The download path, with a local mirror (file:// URL) standing in for the MOSES repository."""
+    monkeypatch.delenv("TINYVAE_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "test.csv.gz").write_bytes((shared_root() / "moses" / "test.csv.gz").read_bytes())
+    monkeypatch.setattr(data, "MIRRORS", {**data.MIRRORS, "moses": ["file:///broken/", mirror.as_uri() + "/"]})
+    assert len(data.load_split("moses", "test", limit=5)) == 5
+    assert (tmp_path / "home/.cache/tinyvae/moses/test.csv.gz").is_file()
+
+
 def test_altered_moses_fails_the_checksum(tmp_path):
     (tmp_path / "moses").mkdir()
     with gzip.open(shared_root() / "moses" / "test.csv.gz", "rb") as f:
