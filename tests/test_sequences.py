@@ -142,6 +142,9 @@ def test_aggressive_phase_ends_when_the_mutual_information_stops_rising():
         # the mean of epoch e is judged at epoch e + 1's first step: 1.5, then 2.5 (rose), then 2.25 (fell)
         assert model.aggressive_on[0] == (1.0 if epoch < 4 else 0.0), epoch
     assert model.mi_best[0] == 2.5
+    batch = {"x": smiles.encode(["CCO", "CCN"]), "y": np.zeros(2, np.int64)}
+    terms = model.loss(batch, StepContext(0, 5, np.random.default_rng(0)))
+    assert terms["aggressive"] == 0.0 and not isinstance(terms["loss"], dict)     # after it: both together
 
 
 def test_mutual_information_is_zero_for_identical_posteriors_and_log_n_for_separate_ones():
@@ -193,7 +196,8 @@ def test_a_run_keeps_its_vocabulary_and_its_molecule_outputs(trained):
     assert len((trained / "interpolation.txt").read_text().splitlines()) == 12
     record = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"test_elbo", "test_recon_accuracy", "nelbo_per_token", "active_units", "mutual_info", "train_kl",
-            "kl_weight", "aggressive", "batch_mutual_info"} <= set(record)
+            "kl_weight"} <= set(record)
+    assert not {"aggressive", "batch_mutual_info"} & set(record)        # only aggressive training tracks them
 
 
 def test_a_checkpoint_with_another_vocabulary_is_refused(trained, tmp_path, capsys):

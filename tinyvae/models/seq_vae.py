@@ -139,13 +139,16 @@ class SeqVAE(Model):
         terms = self._terms(batch["x"], ctx.rng, training=True)
         weight = objectives.kl_weight(o.kl_anneal, ctx.step, o.beta, o.warmup_steps)
         loss = objectives.training_loss(terms, weight, o.free_bits)
+        out = {"elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"], "kl_weight": weight}
+        if not o.aggressive:
+            return {"loss": loss, **out}
+        # the batch's I(x; z) for after_step's stopping rule; only aggressive training needs it
         self._batch_mi = objectives.mutual_information(*(backend.to_device(t.data, "cpu").astype(np.float64)
                                                          for t in (terms["z"], terms["q"].mu, terms["q"].logvar)))
         if self.aggressive_on[0]:      # He et al.: the encoder alone on `inner` batches, then the decoder once
             group = "encoder" if ctx.step % (o.aggressive_inner + 1) < o.aggressive_inner else "model"
             loss = {group: loss}
-        return {"loss": loss, "elbo": terms["elbo"], "recon": terms["recon"], "kl": terms["kl"], "kl_weight": weight,
-                "aggressive": float(self.aggressive_on[0]), "batch_mutual_info": self._batch_mi}
+        return {"loss": loss, **out, "aggressive": float(self.aggressive_on[0]), "batch_mutual_info": self._batch_mi}
 
     def param_groups(self) -> dict:
         """The inference network apart ("encoder"), for the aggressive phase's encoder-only steps."""
@@ -154,6 +157,8 @@ class SeqVAE(Model):
     def after_step(self, ctx: StepContext) -> None:
         """At each epoch's first step, end the aggressive phase if the last epoch's mean mutual
         information did not rise above the best before it; then count this batch's."""
+        if not self.options.aggressive:
+            return
         if ctx.epoch != self.mi_epoch[0]:
             if self.mi_batches[0]:
                 mean = self.mi_sum[0] / self.mi_batches[0]
