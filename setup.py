@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tinyvae", "tinyvae.*", "kernels", "kernels.*"]),
-    install_requires=["numpy>=1.24", "numba>=0.59", "tqdm>=4.60", "pillow>=9.0", "safetensors>=0.4",
+    install_requires=["numpy>=1.25", "numba>=0.59", "tqdm>=4.60", "pillow>=9.0", "safetensors>=0.4",
                       "matplotlib>=3.6"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "numba-cuda>=0.10", "tensorboardX>=2.6", "rdkit>=2023.9"],

@@ -16,13 +16,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import __version__, data, models, molecules, pictures, quality, records, smiles, sweep
+from . import __version__, data, models, molecules, parallel, pictures, quality, records, smiles, sweep
 from . import train as T
 from .atomic import write_atomic
 from .checkpoint import CheckpointError
 from .data import DataError
 from .run_folder import RunFolderBusy
 from .options import flag, value_type
+from .parallel import ParallelError, exit_after
 from .report import write_report
 from .viz import image_format, save_image
 
@@ -279,12 +280,19 @@ def _train(args) -> None:
         T.resume(args.out, asked, progress=not args.no_progress, command=command, tensorboard=args.tensorboard)
     else:
         name, options, run = train_request(args)
-        if args.out is None:
-            args.out = os.path.join("runs", f"{models.resolve(name)[0]}-{run.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-            print(f"run folder: {args.out}")
+        if args.out is None:      # the ranks of one run may start a second apart: rank 0's name for all
+            args.out = parallel.world(run.device).from_root(lambda: os.path.join(
+                "runs", f"{models.resolve(name)[0]}-{run.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"))
+            _root_print(f"run folder: {args.out}")
         T.train(name, options, run, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                 command=command, tensorboard=args.tensorboard)
-    print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
+    _root_print(f"wrote {os.path.join(args.out, T.METRICS)}, {records.CONFIG}, {T.CHECKPOINT} and the pictures")
+
+
+def _root_print(line: str) -> None:
+    """Print on rank 0 only: one line for the run, however many ranks train it."""
+    if parallel.launched_rank() == 0:
+        print(line)
 
 
 def _sweep(args) -> None:
@@ -445,6 +453,14 @@ def _on_disk(args) -> str:
     return f"{args.out} holds the checkpoint of epoch {epoch}; continue with: tinyvae train --resume --out {args.out}"
 
 
+def _say(error: Exception, alone: bool = False) -> None:
+    """One line on stderr, from rank 0 only when every rank meets the same error (bad options,
+    a refused run folder); ``alone``: an error of this rank's own (its data, its disk)."""
+    rank = parallel.launched_rank()
+    if rank == 0 or alone:
+        print(f"tinyvae: error: {error}" if rank == 0 else f"tinyvae: error: rank {rank}: {error}", file=sys.stderr)
+
+
 def main(argv: Optional[list] = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = _parser().parse_args(argv)
@@ -452,11 +468,13 @@ def main(argv: Optional[list] = None) -> int:
     handlers = {"models": _models, "train": _train, "sweep": _sweep, "eval": _eval, "plot": _plot, "report": _report}
     try:
         handlers.get(args.command, _picture)(args)
+    except ParallelError as e:            # a rank died or hangs: say so and leave without MPI's goodbyes
+        exit_after(e)
     except (T.TrainingError, RunFolderBusy, CheckpointError, DataError, OSError) as e:   # first: CheckpointError
-        print(f"tinyvae: error: {e}", file=sys.stderr)
+        _say(e, alone=isinstance(e, (DataError, OSError)))
         return 1
     except (ValueError, TypeError) as e:
-        print(f"tinyvae: error: {e}", file=sys.stderr)
+        _say(e)
         return 2
     except KeyboardInterrupt:
         print(f"tinyvae: interrupted; {_on_disk(args)}", file=sys.stderr)

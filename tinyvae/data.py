@@ -17,7 +17,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -102,6 +102,10 @@ class Split:
     def binarized(self, rng: np.random.Generator) -> "Split":
         """The split with one dynamic binarization of all its pixels (a fixed test set)."""
         return replace(self, x=binarize(self.x, rng))
+
+    def rows(self, index) -> "Split":
+        """The examples at ``index`` (a slice or an index array), with their fields."""
+        return replace(self, x=self.x[index], y=self.y[index], fields={k: v[index] for k, v in self.fields.items()})
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:
@@ -272,16 +276,22 @@ def load_tokens(dataset: str, split: str, limit: Optional[int] = None, data_dir:
 
 
 def batch_dicts(split: Split, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
-                binary: bool = False, device: str = "cpu", visits: Optional[np.ndarray] = None) -> Iterator[dict]:
+                binary: bool = False, device: str = "cpu", visits: Optional[np.ndarray] = None,
+                rows: Optional[Callable[[int], slice]] = None) -> Iterator[dict]:
     """Batches as named fields: ``x`` (a Tensor [B, size] on ``device``; token ids stay a
     NumPy array [B, T]), ``y`` (labels,
     NumPy [B]) and the split's ``fields`` (NumPy [B, ...]), each example ``visits`` times
     (``batches``). The permutation is drawn first; with ``binary``, each batch is binarized
-    with ``rng`` as it is reached (a fresh draw every time an image is used)."""
+    with ``rng`` as it is reached (a fresh draw every time an image is used). ``rows``: a
+    data-parallel rank's share of a batch of n (``parallel.World.rows``): only those rows are
+    yielded, binarized with the numbers the whole batch draws, so every rank's ``rng`` stays alike."""
     from .tensor import tensor
     tokens = split.spec.kind == "tokens"       # ids stay NumPy, as labels do: a model embeds them
     for idx in list(batches(len(split), batch_size, rng, shuffle, visits)):
         pixels = split.x[idx]
-        x = pixels if tokens else tensor(binarize(pixels, rng) if binary else pixels, device=device)
-        yield {"x": x, "y": split.y[idx],
+        if binary:
+            pixels = binarize(pixels, rng)
+        if rows is not None:
+            idx, pixels = idx[rows(len(idx))], pixels[rows(len(idx))]
+        yield {"x": pixels if tokens else tensor(pixels, device=device), "y": split.y[idx],
                **{name: array[idx] for name, array in split.fields.items()}}

@@ -9,9 +9,14 @@ it needs (``models.base``). One seeded NumPy generator drives everything random 
 (shuffling, binarization, the models' noise); its state is saved in every checkpoint with the
 model and optimizers, so ``resume`` continues exactly where an uninterrupted run would be.
 Evaluation draws from generators seeded by (seed, epoch), so it never disturbs training.
+
+Under ``mpiexec -n R`` each rank trains on its share of every batch (``parallel``): gradients
+and losses are summed over the ranks, so the run is the one-process run up to the order of
+float sums; rank 0 alone holds the run folder and writes to it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -23,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, checkpoint, data, models, optim, pictures, records, run_folder, saved_run
+from . import backend, checkpoint, data, models, optim, parallel, pictures, records, run_folder, saved_run
 from .atomic import write_atomic
 from .autograd import no_grad
 from .guards import DivergenceGuard, count_non_finite, grad_norm
@@ -76,32 +81,59 @@ def with_derived(model, split: data.Split, seed: int, run_dir: Optional[str] = N
 
 @no_grad()
 def evaluate(model, split: data.Split, rng: np.random.Generator, batch_size: int = 500, iwae_k: int = 0,
-             device: str = "cpu", stage: Optional[str] = None, bar: bool = True) -> dict:
+             device: str = "cpu", stage: Optional[str] = None, bar: bool = True,
+             world: Optional[parallel.World] = None) -> dict:
     """Test-set averages of the model's per-example metrics (``test_<name>``, nats per example),
     with ``iwae_k`` where the model reports an IWAE bound, and its whole-set metrics. A
     binary-pixel model's test set is binarized once with ``rng``. The model's mode is restored.
-    ``stage``: show progress under this name (``progress.stage``)."""
+    ``stage``: show progress under this name (``progress.stage``). ``world``: with R ranks,
+    each evaluates its shard of every batch with the numbers one process would draw for those
+    rows (as in training), and the sums and kept arrays are gathered: every rank returns the
+    one-process result, up to the order of float sums."""
+    world = world or parallel.World()
     was_training = model.training
     model.eval()
     if model.inputs == "binary":
         split = split.binarized(rng)
-    ctx = StepContext(step=0, epoch=0, rng=rng, training=False)
     sums, kept = {}, {}
-    batches = data.batch_dicts(split, batch_size, rng, shuffle=False, device=device)
+    batches = data.batch_dicts(split, batch_size, rng, shuffle=False, device=device, rows=world.rows)
     if stage:
-        batches = progress_stage(batches, -(-len(split) // batch_size), stage, bar)
-    for batch in batches:
+        batches = progress_stage(batches, -(-len(split) // batch_size), stage, bar and world.rank == 0)
+    for j, batch in enumerate(batches):
+        if not len(batch["y"]):          # a last batch with fewer rows than ranks
+            continue
+        n = min(batch_size, len(split) - j * batch_size)
+        ctx = StepContext(step=0, epoch=0, rng=world.generator(rng, n), training=False)
         metrics, keep = model.eval_batch(batch, ctx, iwae_k)
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value.sum().item())
         for key, value in keep.items():
-            kept.setdefault(key, []).append(backend.to_device(value.data, "cpu"))
+            kept.setdefault(key, {})[j] = backend.to_device(value.data, "cpu")
+    sums, kept = _gathered(world, sums, kept)
     out = {f"test_{key}": total / len(split) for key, total in sums.items()}
     if "test_nll_iwae" in out:
         out["iwae_k"] = iwae_k
-    out.update(model.eval_summary({key: np.concatenate(parts) for key, parts in kept.items()}))
+    out.update(model.eval_summary({key: np.concatenate([parts[j] for j in sorted(parts)])
+                                   for key, parts in kept.items()}))
     model.train(was_training)
     return out
+
+
+def _gathered(world: parallel.World, sums: dict, kept: dict) -> tuple:
+    """Every rank's metric sums added, and each batch's kept arrays joined in rank order, so
+    they line up as one process's (one all-gather). ``kept``: {key: {batch: array}}."""
+    if world.size == 1:
+        return sums, kept
+    total, joined = {}, {}
+    parts = world.gather([(sums, kept)])
+    for rank_sums, _ in parts:
+        for key, value in rank_sums.items():
+            total[key] = total.get(key, 0.0) + value
+    for key in {key for _, rank_kept in parts for key in rank_kept}:
+        batches = sorted({j for _, rank_kept in parts for j in rank_kept.get(key, {})})
+        joined[key] = {j: np.concatenate([rank_kept[key][j] for _, rank_kept in parts if j in rank_kept.get(key, {})])
+                       for j in batches}
+    return total, joined
 
 
 def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, overwrite: bool = False,
@@ -115,15 +147,29 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, o
     run.validate()
     cls, _ = models.checked_options(model_name, model_options)      # a bad option or data set makes no run folder
     models.check_data(cls, data.SPECS[run.dataset])
-    with run_folder.lock(out_dir):
-        if not overwrite and os.path.exists(saved_run.path_of(out_dir)):
-            raise TrainingError(f"{out_dir} already holds a run; continue it with --resume --out {out_dir}, "
-                                f"replace it with --overwrite, or choose another --out")
+    world = parallel.world(run.device)
+    with _run_folder(world, out_dir):
+        world.from_root(lambda: _refuse_held(out_dir, overwrite))
         rng = np.random.default_rng(run.seed)
         parent = load_model(run.parent, run.device)[0] if run.parent else None
         model = models.build(model_name, model_options, data.SPECS[run.dataset], rng, parent).to(run.device)
         optimizers = _optimizers(model, run)
-        return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command, tensorboard)
+        return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command, tensorboard, world)
+
+
+@contextlib.contextmanager
+def _run_folder(world: parallel.World, out_dir: str):
+    """Rank 0 holds the run folder's lock (``run_folder.lock``); the other ranks learn
+    whether it got it, and raise its refusal with it."""
+    with contextlib.ExitStack() as stack:
+        world.from_root(lambda: stack.enter_context(run_folder.lock(out_dir)))
+        yield
+
+
+def _refuse_held(out_dir: str, overwrite: bool) -> None:
+    if not overwrite and os.path.exists(saved_run.path_of(out_dir)):
+        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume --out {out_dir}, "
+                            f"replace it with --overwrite, or choose another --out")
 
 
 def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, log=print,
@@ -132,8 +178,8 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
     with. ``asked``: the options typed with --resume ("model", model or run options); those
     in RESUME_MAY_CHANGE (epochs: the new total, device, data_dir) are taken, every other must
     agree with the run's, or the run is refused in one line naming the first that differs."""
-    with run_folder.lock(out_dir):
-        state = saved_run.load(out_dir)
+    with _run_folder(parallel.world(), out_dir):
+        state = parallel.world().from_root(lambda: saved_run.load(out_dir))     # read once, sent to every rank
         run = run_options(state["run"])
         asked = asked or {}
         refuse_changes(out_dir, state, run, asked)
@@ -155,9 +201,11 @@ def resume(out_dir: str, asked: Optional[dict] = None, progress: bool = True, lo
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         history = list(state["history"])
-        _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
+        world = parallel.world(run.device)
+        if world.rank == 0:
+            _write_metrics(out_dir, history)        # the log agrees with the checkpoint resumed from
         return _epochs(model, optimizers, rng, run, out_dir, state["epoch"] + 1, state["step"], history,
-                       progress, log, command, tensorboard)
+                       progress, log, command, tensorboard, world)
 
 
 def _optimizers(model, run: RunOptions) -> dict:
@@ -182,11 +230,19 @@ def refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> N
 
 
 def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command,
-            tensorboard=False) -> list:
-    train_split, test_split = (with_derived(model, load_split(run, name), run.seed, out_dir, name, start_epoch > 1)
-                               for name in ("train", "test"))
+            tensorboard=False, world: parallel.World = parallel.World()) -> list:
+    root = world.rank == 0                  # writes the run folder, logs and shows progress
+    if not root:
+        progress, log, tensorboard = False, lambda *_: None, False
+    train_split, test_split = (with_derived(model, load_split(run, name), run.seed, out_dir if root else None, name,
+                                            start_epoch > 1) for name in ("train", "test"))
     visits = model.visits(train_split)
-    steps_per_epoch = -(-(len(train_split) if visits is None else int(visits.sum())) // run.batch_size)
+    examples = len(train_split) if visits is None else int(visits.sum())
+    steps_per_epoch = -(-examples // run.batch_size)
+    if 0 < examples % run.batch_size < world.size:
+        raise TrainingError(f"each epoch's last batch would have {examples % run.batch_size} examples, fewer than "
+                            f"the {world.size} ranks: change --batch-size or --train-size so it has at least "
+                            f"{world.size} (or none)")
     schedule = lr_schedule(run, steps_per_epoch)
     schedulers = {name: optim.Scheduler(opt, schedule, start=step, base_lr=run.lr) for name, opt in optimizers.items()}
     params = [p for opt in optimizers.values() for p in opt.params]
@@ -198,6 +254,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
     for epoch in range(start_epoch, run.epochs + 1):
         t0 = time.perf_counter()
         sums, numbers, count, skipped = {}, {}, 0, 0
+        mine, terms_sum = 0, {}                 # this rank's rows and its per-example term sums
 
         def stop(reason: str):
             kept = (f"the last checkpoint written (epoch {epoch - 1}, every weight finite) is intact in {out_dir}"
@@ -205,16 +262,21 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
             return TrainingError(f"{reason} at epoch {epoch}, step {step + 1}; training stopped and {kept}")
 
         batches = data.batch_dicts(train_split, run.batch_size, rng, binary=model.inputs == "binary",
-                                   device=run.device, visits=visits)
+                                   device=run.device, visits=visits, rows=world.rows)
         eta = "" if epoch == start_epoch else \
             f", run ETA {fmt_seconds((time.perf_counter() - started) / (epoch - start_epoch) * (run.epochs - epoch + 1))}"
         bar = _progress(batches, f"epoch {epoch}/{run.epochs}{eta}", steps_per_epoch, progress)
-        for batch in bar:
-            ctx = StepContext(step=step, epoch=epoch, rng=rng)
+        for j, batch in enumerate(bar):
+            world.sync_state(model, rng)            # what the last step changed besides the weights
+            n = min(run.batch_size, examples - j * run.batch_size)     # the whole batch's rows
+            share = len(batch["y"]) / n                                  # this rank's: n_r / n
+            ctx = StepContext(step=step, epoch=epoch, rng=world.generator(rng, n))
             terms = model.loss(batch, ctx)
             # one loss for every group, or {group: its loss} (a GAN's generator and discriminator)
             plan = list(terms["loss"].items()) if isinstance(terms["loss"], dict) else [(None, terms["loss"])]
             values = {group: loss.item() for group, loss in plan}
+            if world.size > 1:                                           # L = Σ_r (n_r/n) L_r
+                values = dict(zip(values, world.sum(np.array(list(values.values())) * share).tolist()))
             value = sum(values.values())
             if not math.isfinite(value):
                 if run.skip_grad_norm is None:
@@ -233,6 +295,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                     opt.zero_grad()
                 loss.backward(retain_graph=i < len(plan) - 1)
                 names = list(optimizers) if group is None else [group]
+                world.reduce_gradients([p for name in names for p in optimizers[name].params], share)
                 if run.skip_grad_norm is not None:
                     norm = grad_norm([p for name in names for p in optimizers[name].params])
                     if not norm <= run.skip_grad_norm:
@@ -254,8 +317,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
             if board:
                 board.step(step, {"loss": value, "lr": lr, **{k: v for k, v in terms.items() if isinstance(v, (int, float))}})
             step += 1
-            n = len(batch["y"])
-            count += n
+            count, mine = count + n, mine + len(batch["y"])
             sums["loss"] = sums.get("loss", 0.0) + value * n
             for key, term in terms.items():
                 if key == "loss":
@@ -266,9 +328,12 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                 if isinstance(term, (int, float)):
                     numbers[key] = term
                 else:
-                    sums[key] = sums.get(key, 0.0) + float(term.data.sum())
+                    terms_sum[key] = terms_sum.get(key, 0.0) + float(term.data.sum())
             if progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix({key: f"{total / count:.2f}" for key, total in sums.items()}, refresh=False)
+                bar.set_postfix({"loss": f"{sums['loss'] / count:.2f}",
+                                 **{key: f"{total / mine:.2f}" for key, total in terms_sum.items()}}, refresh=False)
+        world.sync_state(model, rng)
+        sums.update(zip(terms_sum, world.sum(np.array(list(terms_sum.values()))).tolist()))
         if not count:
             raise stop(f"every update of the epoch was skipped (gradient norm above {run.skip_grad_norm:g})")
         if count_non_finite(b for opt in optimizers.values() for buf in opt.buffers for b in buf.values()):
@@ -278,10 +343,16 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                   **numbers, "lr": lr, "seconds": seconds, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if run.skip_grad_norm is not None:
             record["skipped_steps"] = skipped
-        record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device))
+        differ = world.replicas_differ(model, epoch)
+        if differ:
+            raise TrainingError(f"{differ}; training stopped and the last checkpoint written is intact in {out_dir}")
+        record.update(evaluate(model, test_split, np.random.default_rng([run.seed, epoch]), device=run.device,
+                               world=world))
         record = records.strict(record)
         history.append(record)
         new.append(record)
+        if not root:
+            continue
         saved_run.save(out_dir, model, optimizers, rng, run, epoch, step, history)      # the commit point
         _write_metrics(out_dir, history)
         records.write_config(out_dir, model.config(), asdict(run), command)

@@ -77,7 +77,7 @@ class PixelCNNPrior(Model):
                                       for l, grid in enumerate(self.grids) if l > 0])
         self.classes = nn.ModuleList([nn.Embedding(spec.classes, 2 * c, rng=rng) for _ in self.grids]) \
             if options.conditional == "class" else None
-        self.register_buffer("parent_sha256", parent_digest(parent))
+        self.register_buffer("parent_sha256", parent_digest(parent), constant=True)
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """As Module's, refusing a state trained on a parent whose weights have since changed."""

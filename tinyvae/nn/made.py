@@ -26,7 +26,7 @@ class MaskedLinear(Module):
     def __init__(self, mask: np.ndarray, rng=None):
         super().__init__()
         self.linear = Linear(mask.shape[1], mask.shape[0], rng=rng)
-        self.register_buffer("mask", init.copied(np.asarray(mask, np.float32)))
+        self.register_buffer("mask", init.copied(np.asarray(mask, np.float32)), constant=True)
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.linear.weight * Tensor(self.mask.astype(self.linear.weight.dtype, copy=False))

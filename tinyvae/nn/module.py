@@ -48,8 +48,9 @@ class Module:
                 p.name = inner
         object.__setattr__(self, name, value)
 
-    def register_buffer(self, name: str, array) -> None:
-        self._buffers[name] = True
+    def register_buffer(self, name: str, array, constant: bool = False) -> None:
+        """A state array without a gradient; ``constant`` if training never changes it (a mask)."""
+        self._buffers[name] = constant
         object.__setattr__(self, name, array)
 
     def forward(self, *args, **kwargs):
@@ -79,6 +80,22 @@ class Module:
         for mod_prefix, m in self.named_modules(prefix):
             for name in m._buffers:
                 yield mod_prefix + name, getattr(m, name)
+
+    def state_items(self):
+        """(dotted name, array) of every parameter and buffer, on their device."""
+        yield from ((name, p.data) for name, p in self.named_parameters())
+        yield from self.named_buffers()
+
+    def stepped_state(self):
+        """The arrays a training step may change other than through the optimizer: every buffer
+        not registered constant (BatchNorm's running statistics, EMA codebooks), and the own
+        parameters of the modules that hold one (a VQ layer's codebook, which dead-code restarts
+        rewrite). Data-parallel ranks copy these from rank 0 after every step."""
+        for mod_prefix, m in self.named_modules():
+            changing = [name for name, constant in m._buffers.items() if not constant]
+            if changing:
+                yield from ((mod_prefix + name, p.data) for name, p in m._params.items())
+                yield from ((mod_prefix + name, getattr(m, name)) for name in changing)
 
     # ---- modes and gradients ------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":

@@ -41,7 +41,7 @@ class MaskedConv2d(Module):
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"MaskedConv2d: the mask needs odd sides (a centre), got {mask.shape}")
         self.conv = Conv2d(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), rng=rng)
-        self.register_buffer("mask", init.copied(np.asarray(mask, np.float32)))
+        self.register_buffer("mask", init.copied(np.asarray(mask, np.float32)), constant=True)
         if self.conv.weight.data.flags.writeable:          # not a placeholder (nn.init.placeholders)
             self.conv.weight.data = self.conv.weight.data * self.mask
             self.conv.weight.mark_written()
