@@ -11,7 +11,9 @@ setup(
     install_requires=["numpy>=1.25", "numba>=0.59", "tqdm>=4.60", "pillow>=9.0", "safetensors>=0.4",
                       "matplotlib>=3.6"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "numba-cuda>=0.10", "tensorboardX>=2.6", "rdkit>=2023.9"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "numba-cuda>=0.10", "tensorboardX>=2.6", "rdkit>=2023.9",
+                 "mpi4py>=4.0", "mpich>=4.1"],
+        "mpi": ["mpi4py>=4.0", "mpich>=4.1"],
         "chem": ["rdkit>=2023.9"],
         "tensorboard": ["tensorboardX>=2.6"],
         "cuda": ["cupy-cuda12x>=13", "numba-cuda>=0.10"],

@@ -1,6 +1,7 @@
 """Data-parallel training (tinyvae/parallel.py): R ranks under ``mpiexec`` give the one-process
 run. The runs go through the real trainer (tests/mpi_worker.py, ``tinyvae train``); MPICH's
 ``mpiexec`` comes with the ``mpich`` wheel of the test extra."""
+import json
 import os
 import shutil
 import signal
@@ -101,6 +102,28 @@ def test_state_outside_the_optimizer_stays_the_same_on_every_rank(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".jsonl", ".json", ".safetensors")) == \
         ["checkpoint.safetensors", "config.json", "metrics.jsonl"]
     assert done.stdout.count("epoch 2/2") == 1              # rank 0 alone logs
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_gives_the_one_process_numbers(tmp_path):
+    """``mpiexec -n 2 tinyvae eval --iwae-k 40``: each rank bounds its rows of every batch with
+    the noise one process draws for them; the gathered metrics are the one-process ones (to
+    float32 sums), printed once."""
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "tinyvae", "train", "--model", "vae", "--epochs", "1", "--train-size", "300",
+             "--test-size", "203", "--out", str(run), "--no-progress"]
+    assert subprocess.run(train, env=_env(), capture_output=True, timeout=300).returncode == 0
+    evaluate = ["-m", "tinyvae", "eval", str(run), "--iwae-k", "40", "--batch-size", "50", "--fd-samples", "0", "--json",
+                "--no-progress"]
+    one = subprocess.run([sys.executable, *evaluate], env=_env(), capture_output=True, text=True, timeout=300)
+    two = subprocess.run([MPIEXEC, "-n", "2", sys.executable, *evaluate], env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert len(two.stdout.splitlines()) == 1
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert set(a) == set(b) and "test_nll_iwae" in a
+    for key, value in a.items():
+        np.testing.assert_allclose(b[key], value, rtol=1e-5, err_msg=key)
 
 
 # ---- a rank that dies or hangs ----------------------------------------------------------------

@@ -322,12 +322,16 @@ def _sweep(args) -> None:
 def _eval(args) -> None:
     model, run = T.load_model(args.run_dir)
     run.test_size, run.data_dir = args.test_size, args.data_dir or run.data_dir
-    test = T.with_derived(model, T.load_split(run, "test"), run.seed, args.run_dir, "test")
+    cache = args.run_dir if parallel.launched_rank() == 0 else None        # rank 0 alone writes
+    test = T.with_derived(model, T.load_split(run, "test"), run.seed, cache, "test")
     iwae_k = args.iwae_k if model.can("log_weights") else 0
+    world = parallel.world(run.device)         # under mpiexec each rank takes its share of every batch
     result = T.evaluate(model, test, np.random.default_rng(args.seed), batch_size=args.batch_size, iwae_k=iwae_k,
                         stage=f"test metrics{f' (IWAE K={iwae_k})' if iwae_k else ''} on {len(test)} "
                         f"{'molecules' if model.spec.kind == 'tokens' else 'images'}",
-                        bar=not args.no_progress)
+                        bar=not args.no_progress, world=world)
+    if world.rank:
+        return
     if args.fd_samples > 0 and model.spec.kind == "tokens":
         result.update(_chemistry(model, run, args))
     elif args.fd_samples > 0 and (model.can("sample") or model.can("sample_given")):
