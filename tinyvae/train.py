@@ -230,7 +230,8 @@ def refuse_changes(out_dir: str, state: dict, run: RunOptions, asked: dict) -> N
 
 
 def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, progress, log, command,
-            tensorboard=False, world: parallel.World = parallel.World()) -> list:
+            tensorboard=False, world: Optional[parallel.World] = None) -> list:
+    world = world or parallel.World()
     root = world.rank == 0                  # writes the run folder, logs and shows progress
     if not root:
         progress, log, tensorboard = False, lambda *_: None, False
@@ -330,7 +331,7 @@ def _epochs(model, optimizers, rng, run, out_dir, start_epoch, step, history, pr
                 else:
                     terms_sum[key] = terms_sum.get(key, 0.0) + float(term.data.sum())
             if progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix({"loss": f"{sums['loss'] / count:.2f}",
+                bar.set_postfix({**{key: f"{total / count:.2f}" for key, total in sums.items()},
                                  **{key: f"{total / mine:.2f}" for key, total in terms_sum.items()}}, refresh=False)
         world.sync_state(model, rng)
         sums.update(zip(terms_sum, world.sum(np.array(list(terms_sum.values()))).tolist()))
