@@ -103,10 +103,6 @@ class Split:
         """The split with one dynamic binarization of all its pixels (a fixed test set)."""
         return replace(self, x=binarize(self.x, rng))
 
-    def rows(self, index) -> "Split":
-        """The examples at ``index`` (a slice or an index array), with their fields."""
-        return replace(self, x=self.x[index], y=self.y[index], fields={k: v[index] for k, v in self.fields.items()})
-
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:
     """A 0/1 mask [N, size] (which pixels of each example are observed) as packed bits

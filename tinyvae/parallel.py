@@ -123,7 +123,7 @@ class World:
                                        f"(checksums {sums[apart[0]]:#x} and {sums[0]:#x}): the ranks have diverged")
 
     def gather(self, arrays: list) -> list:
-        """Every rank's list of host arrays, concatenated in rank order (rank 0's first)."""
+        """Every rank's list of picklable host values, concatenated in rank order (rank 0's first)."""
         if self.size == 1:
             return arrays
         return [a for part in self._timed(self._allgather, arrays) for a in part]
