@@ -9,7 +9,8 @@ Images are batch last, [C, H, W, N]; windows are [kh, kw, C, Ho, Wo, N]:
   col2im   image[c, y, x, n] = Σ_{i, j} win[i, j, c, oh, ow, n] over the kernel offsets (i, j)
            and outputs (oh, ow) that read (y, x); entries in the padding are dropped
 
-(s stride, p padding, d dilation). The innermost run of N contiguous numbers is what makes
+(s stride, p the padding before the first row and column, d dilation; the padding after the
+last only sets Ho and Wo). The innermost run of N contiguous numbers is what makes
 both moves fast.
 
   reference  im2col: a strided view of the padded image (stride tricks), copied; col2im: one
@@ -37,22 +38,36 @@ except ImportError:
 from ._dispatch import CudaLaunch, array_module, check_float, choose
 
 
-def conv_out_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
-    """Output length of a convolution: ⌊(size + 2p − d(k − 1) − 1) / s⌋ + 1."""
-    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+def pads(padding) -> tuple:
+    """((top, bottom), (left, right)) from p (every side), (ph, pw) (both sides of an axis) or
+    ((top, bottom), (left, right)) itself."""
+    if np.ndim(padding) == 0:
+        padding = (padding, padding)
+    return tuple((int(p), int(p)) if np.ndim(p) == 0 else (int(p[0]), int(p[1])) for p in padding)
+
+
+def conv_out_size(size: int, k: int, stride: int, pad, dil: int) -> int:
+    """Output length of a convolution: ⌊(size + p_before + p_after − d(k − 1) − 1) / s⌋ + 1;
+    ``pad`` is p (each side) or (p_before, p_after)."""
+    before, after = (pad, pad) if np.ndim(pad) == 0 else pad
+    return (size + before + after - dil * (k - 1) - 1) // stride + 1
 
 
 def _geometry(stride, padding, dilation) -> tuple:
-    """(sh, sw, ph, pw, dh, dw) as plain ints, the kernels' argument order."""
-    return tuple(int(v) for v in (*stride, *padding, *dilation))
+    """(sh, sw, ph, pw, dh, dw) as plain ints, the kernels' argument order: the padding
+    before the first row and column is all the loops need."""
+    (top, _), (left, _) = padding
+    return tuple(int(v) for v in (*stride, top, left, *dilation))
 
 
 def im2col(image, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, pad_value: float = 0.0,
            impl: str = None):
-    """Windows [kh, kw, C, Ho, Wo, N] (contiguous) of ``image`` [C, H, W, N]."""
+    """Windows [kh, kw, C, Ho, Wo, N] (contiguous) of ``image`` [C, H, W, N]; ``padding`` in any
+    form ``pads`` takes."""
     check_float("im2col", image)
     if image.ndim != 4:
         raise ValueError(f"im2col: expected an image [C, H, W, N], got shape {image.shape}")
+    padding = pads(padding)
     geometry = _geometry(stride, padding, dilation)
     c, h, w, n = image.shape
     out_hw = tuple(map(conv_out_size, (h, w), kernel, stride, padding, dilation))
@@ -62,7 +77,7 @@ def im2col(image, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple,
     shape = (*kernel, c, *out_hw, n)
     which = choose(impl, image)
     if which == "reference":
-        return im2col_reference(image, shape, geometry, pad_value)
+        return im2col_reference(image, shape, padding, geometry, pad_value)
     if which == "cpu":
         win = np.empty(shape, image.dtype)
         _im2col_cpu(image, win, image.dtype.type(pad_value), *geometry)
@@ -75,10 +90,11 @@ def col2im(win, image_hw: tuple, stride: tuple, padding: tuple, dilation: tuple,
     check_float("col2im", win)
     if win.ndim != 6:
         raise ValueError(f"col2im: expected windows [kh, kw, C, Ho, Wo, N], got shape {win.shape}")
+    padding = pads(padding)
     geometry = _geometry(stride, padding, dilation)
     which = choose(impl, win)
     if which == "reference":
-        return col2im_reference(win, image_hw, geometry)
+        return col2im_reference(win, image_hw, padding, geometry)
     kh, kw, c, ho, wo, n = win.shape
     if which == "cpu":
         image = np.empty((c, image_hw[0], image_hw[1], n), win.dtype)
@@ -87,23 +103,25 @@ def col2im(win, image_hw: tuple, stride: tuple, padding: tuple, dilation: tuple,
     return _col2im_cuda(win, image_hw, geometry)
 
 
-def im2col_reference(image, shape, geometry, pad_value):
+def im2col_reference(image, shape, padding, geometry, pad_value):
     xp = array_module(image)
     sh, sw, ph, pw, dh, dw = geometry
     c, h, w, n = image.shape
-    padded = xp.full((c, h + 2 * ph, w + 2 * pw, n), pad_value, image.dtype)
+    (_, bottom), (_, right) = padding
+    padded = xp.full((c, ph + h + bottom, pw + w + right, n), pad_value, image.dtype)
     padded[:, ph:ph + h, pw:pw + w, :] = image
     s_c, s_h, s_w, s_n = padded.strides
     view = xp.lib.stride_tricks.as_strided(padded, shape, (s_h * dh, s_w * dw, s_c, s_h * sh, s_w * sw, s_n))
     return xp.ascontiguousarray(view)
 
 
-def col2im_reference(win, image_hw, geometry):
+def col2im_reference(win, image_hw, padding, geometry):
     xp = array_module(win)
     sh, sw, ph, pw, dh, dw = geometry
     kh, kw, c, ho, wo, n = win.shape
     h, w = image_hw
-    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), win.dtype)
+    (_, bottom), (_, right) = padding
+    padded = xp.zeros((c, ph + h + bottom, pw + w + right, n), win.dtype)
     for i in range(kh):
         for j in range(kw):
             padded[:, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :] += win[i, j]

@@ -7,14 +7,15 @@ from hypothesis import strategies as st
 
 import tinyvae as tv
 from tinyvae import functional as F
-from tinyvae.ops.conv import conv_out_size
+from tinyvae.ops.conv import conv_out_size, pads
 
 
 def naive_conv2d(x, w, b, stride, pad, dil):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    ho, wo = conv_out_size(h, kh, stride, pad, dil), conv_out_size(wd, kw, stride, pad, dil)
+    rows, cols = pads(pad)
+    xp = np.pad(x, ((0, 0), (0, 0), rows, cols))
+    ho, wo = conv_out_size(h, kh, stride, rows, dil), conv_out_size(wd, kw, stride, cols, dil)
     y = np.zeros((n, o, ho, wo))
     for i in range(ho):
         for j in range(wo):
@@ -28,9 +29,13 @@ def naive_conv2d(x, w, b, stride, pad, dil):
 @st.composite
 def conv_case(draw):
     k = draw(st.integers(1, 4))
-    stride, pad, dil = draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
+    side = st.integers(0, 2)
+    # p on every side, or each side its own ((top, bottom), (left, right)), as a causal conv's
+    pad = draw(st.one_of(side, st.tuples(st.tuples(side, side), st.tuples(side, side))))
+    stride, dil = draw(st.integers(1, 3)), draw(st.integers(1, 2))
     h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    assume(conv_out_size(h, k, stride, pad, dil) >= 1 and conv_out_size(w, k, stride, pad, dil) >= 1)
+    rows, cols = pads(pad)
+    assume(conv_out_size(h, k, stride, rows, dil) >= 1 and conv_out_size(w, k, stride, cols, dil) >= 1)
     n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return (rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c, k, k)), rng.standard_normal(o),
@@ -75,10 +80,11 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d(case):
     """⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ for the same weight, and convᵀ restores x's size."""
     x, w, _, s, p, d = case
     h, wd = x.shape[2:]
-    ho, wo = conv_out_size(h, w.shape[2], s, p, d), conv_out_size(wd, w.shape[3], s, p, d)
+    rows, cols = pads(p)
+    ho, wo = conv_out_size(h, w.shape[2], s, rows, d), conv_out_size(wd, w.shape[3], s, cols, d)
     # the output_padding that makes convᵀ land exactly on x's size (when one below stride exists)
-    extra = h - ((ho - 1) * s - 2 * p + d * (w.shape[2] - 1) + 1)
-    assume(extra == wd - ((wo - 1) * s - 2 * p + d * (w.shape[3] - 1) + 1) and 0 <= extra < s)
+    extra = h - ((ho - 1) * s - sum(rows) + d * (w.shape[2] - 1) + 1)
+    assume(extra == wd - ((wo - 1) * s - sum(cols) + d * (w.shape[3] - 1) + 1) and 0 <= extra < s)
     y = np.random.default_rng(1).standard_normal((x.shape[0], w.shape[0], ho, wo))
     cx = F.conv2d(tv.tensor(x, dtype=np.float64), tv.tensor(w, dtype=np.float64), None, s, p, d).numpy()
     cty = F.conv_transpose2d(tv.tensor(y, dtype=np.float64), tv.tensor(w, dtype=np.float64), None, s, p,
@@ -92,7 +98,7 @@ def test_conv_transpose2d_gradients_and_size(case, out_pad):
     x, w, b, s, p, d = case
     assume(out_pad < s)
     k = w.shape[2]
-    out_h, out_w = ((n - 1) * s - 2 * p + d * (k - 1) + out_pad + 1 for n in x.shape[2:])
+    out_h, out_w = ((n - 1) * s - sum(side) + d * (k - 1) + out_pad + 1 for n, side in zip(x.shape[2:], pads(p)))
     assume(out_h >= 1 and out_w >= 1)
     wt = np.swapaxes(w, 0, 1)                     # [in=c, out=o, k, k] for the transposed conv
     ts = [tv.tensor(a, dtype=np.float64, requires_grad=True) for a in (x, wt, b)]

@@ -344,12 +344,14 @@ def test_ema_update_rejects_out_of_range_indices():
 # ---- im2col and col2im ---------------------------------------------------------------------
 
 def naive_col2im(win, image_hw, stride, padding, dilation):
-    """Entry by entry: win[i, j, c, oh, ow, :] is added at (oh·s − p + i·d, ow·s − p + j·d)."""
+    """Entry by entry: win[i, j, c, oh, ow, :] is added at (oh·s − p + i·d, ow·s − p + j·d),
+    p the padding before the first row or column."""
     kh, kw, c, ho, wo, n = win.shape
     image = np.zeros((c, *image_hw, n))
+    (top, _), (left, _) = im2col.pads(padding)
     for i, j, ci, oh, ow in np.ndindex(kh, kw, c, ho, wo):
-        y = oh * stride[0] - padding[0] + i * dilation[0]
-        x = ow * stride[1] - padding[1] + j * dilation[1]
+        y = oh * stride[0] - top + i * dilation[0]
+        x = ow * stride[1] - left + j * dilation[1]
         if 0 <= y < image_hw[0] and 0 <= x < image_hw[1]:
             image[ci, y, x] += win[i, j, ci, oh, ow]
     return image
@@ -359,9 +361,10 @@ def naive_im2col(image, kernel, stride, padding, dilation, out_hw, pad_value):
     """Entry by entry: win[i, j, c, oh, ow, :] = image[c, oh·s − p + i·d, ow·s − p + j·d, :]."""
     c, h, w, n = image.shape
     win = np.full((*kernel, c, *out_hw, n), pad_value, np.float64)
+    (top, _), (left, _) = im2col.pads(padding)
     for i, j, ci, oh, ow in np.ndindex(*kernel, c, *out_hw):
-        y = oh * stride[0] - padding[0] + i * dilation[0]
-        x = ow * stride[1] - padding[1] + j * dilation[1]
+        y = oh * stride[0] - top + i * dilation[0]
+        x = ow * stride[1] - left + j * dilation[1]
         if 0 <= y < h and 0 <= x < w:
             win[i, j, ci, oh, ow] = image[ci, y, x]
     return win
@@ -369,9 +372,12 @@ def naive_im2col(image, kernel, stride, padding, dilation, out_hw, pad_value):
 
 @st.composite
 def col2im_case(draw):
-    k, s, p, d = (tuple(draw(st.integers(lo, hi)) for _ in range(2)) for lo, hi in [(1, 4), (1, 3), (0, 2), (1, 2)])
-    image_hw = tuple(draw(st.integers(max(1, dd * (kk - 1) + 1 - 2 * pp), 9)) for kk, pp, dd in zip(k, p, d))
-    out_hw = tuple(map(im2col.conv_out_size, image_hw, k, s, p, d))
+    k, s, d = (tuple(draw(st.integers(lo, hi)) for _ in range(2)) for lo, hi in [(1, 4), (1, 3), (1, 2)])
+    side = st.integers(0, 2)          # (before, after) per axis: the two sides may differ
+    p = draw(st.one_of(st.tuples(side, side), st.tuples(st.tuples(side, side), st.tuples(side, side))))
+    image_hw = tuple(draw(st.integers(max(1, dd * (kk - 1) + 1 - sum(pp)), 9))
+                     for kk, pp, dd in zip(k, im2col.pads(p), d))
+    out_hw = tuple(map(im2col.conv_out_size, image_hw, k, s, im2col.pads(p), d))
     c, n = draw(st.integers(1, 3)), draw(st.integers(1, 5))
     seed = draw(st.integers(0, 2**32 - 1))
     win = np.random.default_rng(seed).standard_normal((*k, c, *out_hw, n))

@@ -41,6 +41,36 @@ def test_masked_convolution_and_gated_block_gradcheck():
                                 rng.normal(size=condition))
 
 
+# each mask and the window convolved: its ones and the centre, no row or column that is all zero
+MASKS = {"vertical 3": (nn.pixelcnn.vertical_mask(3), (2, 3)), "vertical 5": (nn.pixelcnn.vertical_mask(5), (3, 5)),
+         "horizontal A": (nn.pixelcnn.horizontal_mask(3, True), (1, 2)),
+         "horizontal B": (nn.pixelcnn.horizontal_mask(5, False), (1, 3)),
+         "scattered": (np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], np.float32), (3, 3))}
+
+
+@pytest.mark.parametrize("name", MASKS)
+def test_the_cropped_window_is_the_whole_masked_convolution(name):
+    """Convolving only the window around the mask's ones gives the full k×k masked
+    convolution with 'same' padding, in value and in every gradient."""
+    (mask, window), rng = MASKS[name], np.random.default_rng(3)
+    layer = to_float64(nn.MaskedConv2d(2, 3, mask, rng))
+    x = tv.tensor(rng.normal(size=(2, 2, 5, 6)), requires_grad=True)
+    weight, bias = layer.conv.weight, layer.conv.bias
+    full = tv.functional.conv2d(x, weight * tv.tensor(mask.astype(np.float64)), bias,
+                                padding=(mask.shape[0] // 2, mask.shape[1] // 2))
+    g = rng.normal(size=full.shape)
+    grads = []
+    for y in (full, layer(x)):
+        for t in (x, weight, bias):
+            t.grad = None
+        (y * tv.tensor(g)).sum().backward()
+        grads.append([t.grad.copy() for t in (x, weight, bias)])
+    np.testing.assert_allclose(layer(x).numpy(), full.numpy(), rtol=1e-12, atol=1e-12)
+    for ours, whole in zip(*grads):
+        np.testing.assert_allclose(ours, whole, rtol=1e-12, atol=1e-12)
+    assert layer.conv.weight[(slice(None), slice(None)) + layer.window].shape[2:] == window
+
+
 def test_masked_weights_stay_exactly_zero_through_training():
     rng = np.random.default_rng(2)
     layer = nn.MaskedConv2d(3, 4, nn.pixelcnn.horizontal_mask(5, first=True), rng)
@@ -92,3 +122,5 @@ def test_no_blind_spot():
 def test_masks_need_a_centre():
     with pytest.raises(ValueError, match="odd sides"):
         nn.MaskedConv2d(1, 1, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="a one"):
+        nn.MaskedConv2d(1, 1, np.zeros((3, 3)))

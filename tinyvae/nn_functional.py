@@ -17,6 +17,7 @@ def linear(x, weight, bias=None) -> Tensor:
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1) -> Tensor:
+    """x [N, C, H, W] ⋆ weight [O, C, kh, kw]; ``padding``: p, (ph, pw) or ((top, bottom), (left, right))."""
     args = (x, weight) if bias is None else (x, weight, bias)
     return _conv.Conv2d(stride, padding, dilation)(*args)
 

@@ -33,22 +33,32 @@ from .module import Module, ModuleList, Sequential
 class MaskedConv2d(Module):
     """Conv2d, stride 1, 'same' padding, whose kernel is multiplied by a fixed 0/1 ``mask``
     [kh, kw]. The masked weights start at zero and their gradient is zero, so they stay zero
-    under any optimizer without weight decay."""
+    under any optimizer without weight decay.
+
+    Only the smallest window of the kernel holding the mask's ones and the centre is
+    convolved, with the padding moved to match (a vertical 3×3 kernel is its top 2×3 rows,
+    padded one row above and none below): the rows and columns that are always zero would
+    cost a third of the block's products and add nothing."""
 
     def __init__(self, in_channels: int, out_channels: int, mask: np.ndarray, rng=None):
         super().__init__()
         kh, kw = mask.shape
-        if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"MaskedConv2d: the mask needs odd sides (a centre), got {mask.shape}")
+        if kh % 2 == 0 or kw % 2 == 0 or not np.any(mask):
+            raise ValueError(f"MaskedConv2d: the mask needs odd sides (a centre) and a one, got {mask}")
         self.conv = Conv2d(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2), rng=rng)
         self.register_buffer("mask", init.copied(np.asarray(mask, np.float32)), constant=True)
         if self.conv.weight.data.flags.writeable:          # not a placeholder (nn.init.placeholders)
             self.conv.weight.data = self.conv.weight.data * self.mask
             self.conv.weight.mark_written()
+        centre, ones = (kh // 2, kw // 2), np.argwhere(mask)
+        first, last = np.minimum(ones.min(0), centre), np.maximum(ones.max(0), centre)
+        self.window = tuple(slice(int(a), int(b) + 1) for a, b in zip(first, last))
+        self.padding = tuple((int(c - a), int(b - c)) for a, b, c in zip(first, last, centre))
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.conv.weight * Tensor(self.mask.astype(self.conv.weight.dtype, copy=False))
-        return F.conv2d(x, weight, self.conv.bias, padding=self.conv.args["padding"])
+        weight = self.conv.weight[(slice(None), slice(None)) + self.window]
+        weight = weight * Tensor(self.mask[self.window].astype(weight.dtype, copy=False))
+        return F.conv2d(x, weight, self.conv.bias, padding=self.padding)
 
 
 def vertical_mask(k: int) -> np.ndarray:

@@ -16,7 +16,7 @@ weight [C_in, C_out, kh, kw].
 from __future__ import annotations
 
 from kernels import im2col as im2col_kernel
-from kernels.im2col import conv_out_size
+from kernels.im2col import conv_out_size, pads
 
 from .. import backend
 from ..autograd import Function
@@ -27,11 +27,13 @@ def pair(v) -> tuple:
 
 
 class Geometry:
-    """Kernel size, stride, padding and dilation of one convolution, and the sizes they imply."""
+    """Kernel size, stride, padding and dilation of one convolution, and the sizes they imply.
+    ``padding``: p, (ph, pw), or ((top, bottom), (left, right)) where the sides differ (a
+    causal convolution's); ``self.p`` is always the last form."""
 
     def __init__(self, kernel, stride=1, padding=0, dilation=1):
-        self.k, self.s, self.p, self.d = pair(kernel), pair(stride), pair(padding), pair(dilation)
-        if min(self.k) < 1 or min(self.s) < 1 or min(self.d) < 1 or min(self.p) < 0:
+        self.k, self.s, self.p, self.d = pair(kernel), pair(stride), pads(padding), pair(dilation)
+        if min(self.k) < 1 or min(self.s) < 1 or min(self.d) < 1 or min(min(self.p)) < 0:
             raise ValueError(f"conv: kernel {self.k}, stride {self.s} and dilation {self.d} must be >= 1 "
                              f"and padding {self.p} >= 0")
 
@@ -140,7 +142,7 @@ class Conv2d(Function):
 
 class ConvTranspose2d(Function):
     """The adjoint of Conv2d in x: y = col2im(W_cᵀ · x_c), W_c = W as [C_in, kh·kw·C_out], x_c = x as
-    [C_in, H·W·N]. Output size (H − 1)s − 2p + d(k − 1) + output_padding + 1.
+    [C_in, H·W·N]. Output size (H − 1)s − p_before − p_after + d(k − 1) + output_padding + 1.
     Backward: dx = W_c · im2col(g),  dW_c = x_c · im2col(g)ᵀ."""
 
     def __init__(self, stride=1, padding=0, output_padding=0, dilation=1):
@@ -155,7 +157,7 @@ class ConvTranspose2d(Function):
             # (PyTorch also allows op < dilation; those extra rows would get only the bias)
             raise ValueError(f"conv_transpose2d: output_padding {self.output_padding} must be in [0, stride {g.s})")
         n, _, h, w = x.shape
-        out_h, out_w = ((size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        out_h, out_w = ((size - 1) * s - sum(p) + d * (k - 1) + op + 1
                         for size, s, p, d, k, op in zip((h, w), g.s, g.p, g.d, g.k, self.output_padding))
         if out_h < 1 or out_w < 1:
             raise ValueError(f"conv_transpose2d: input {h}x{w} with padding {g.p} gives an empty output "
