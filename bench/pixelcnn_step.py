@@ -1,9 +1,11 @@
 """PixelCNN prior training-step benchmark (issue 16): one step (logits, cross-entropy over the
 codes, backward, Adam) of tinyvae's gated PixelCNN (``nn.PixelCNN``, what ``pixelcnn-prior``
-trains on a VQ-VAE's cached codes) against a PyTorch twin with the same layers (masked
-convolutions as weight × mask, the same gated blocks and head), batch and grid, timed in turns
-in the same run on the same threads. Prints one JSON line: best-of-N seconds per step for
-both, code grids per second, ratio.
+trains on a VQ-VAE's cached codes) against PyTorch twins with the same gated blocks and head,
+batch and grid, timed in turns in the same run on the same threads. Two twins, one JSON line
+each (best-of-N seconds per step for both, code grids per second, ratio): the masked
+convolution as PyTorch code usually writes it, the whole k×k kernel times the mask; and the
+same products tinyvae computes, only the kernel's window around the mask's ones on an input
+padded to match (``nn.MaskedConv2d``).
 
 Run: python bench/pixelcnn_step.py [--batch 128] [--grid 7] [--codes 512] [--channels 64] [--blocks 6]
 """
@@ -24,26 +26,35 @@ from tinyvae.nn.pixelcnn import horizontal_mask, vertical_mask
 def ours(args, codes):
     net = nn.PixelCNN(args.codes, args.channels, args.blocks, args.kernel, rng=np.random.default_rng(0))
     opt = optim.Adam(net.parameters(), lr=1e-3)
-    target = codes.reshape(-1)
 
     def step():
         opt.zero_grad()
-        logits = net(codes).permute(0, 2, 3, 1).reshape(-1, args.codes)
-        F.cross_entropy(logits, target).backward()
+        F.cross_entropy(net(codes), codes).backward()          # logits [N, K, H, W]
         opt.step()
     return step
 
 
-def twin(torch, args, codes):
+TWINS = {"full": "the whole k×k kernel times the mask",
+         "window": "the kernel's window around the mask's ones, the input padded to match (as tinyvae)"}
+
+
+def twin(torch, args, codes, variant):
     tnn, c, k = torch.nn, args.channels, args.kernel
 
     class Masked(tnn.Conv2d):
         def __init__(self, cin, cout, mask):
             super().__init__(cin, cout, mask.shape, padding=(mask.shape[0] // 2, mask.shape[1] // 2))
             self.register_buffer("mask", torch.from_numpy(mask))
+            window = nn.MaskedConv2d(1, 1, mask)            # where tinyvae's window and padding come from
+            self.window, ((top, bottom), (left, right)) = window.window, window.padding
+            self.pad = (left, right, top, bottom)
 
         def forward(self, x):
-            return self._conv_forward(x, self.weight * self.mask, self.bias)
+            if variant == "full":
+                return self._conv_forward(x, self.weight * self.mask, self.bias)
+            rows, cols = self.window
+            weight = self.weight[:, :, rows, cols] * self.mask[rows, cols]
+            return tnn.functional.conv2d(tnn.functional.pad(x, self.pad), weight, self.bias)
 
     def gate(t):
         return torch.tanh(t[:, :c]) * torch.sigmoid(t[:, c:])
@@ -73,8 +84,7 @@ def twin(torch, args, codes):
         v = h = embed(index).permute(0, 3, 1, 2)
         for block in blocks:
             v, h = block(v, h)
-        logits = head(h).permute(0, 2, 3, 1).reshape(-1, args.codes)
-        tnn.functional.cross_entropy(logits, index.reshape(-1)).backward()
+        tnn.functional.cross_entropy(head(h), index).backward()      # logits [N, K, H, W]
         opt.step()
     return step
 
@@ -90,13 +100,13 @@ def main():
     p.add_argument("--repeats", type=int, default=12)
     args = p.parse_args()
     codes = np.random.default_rng(0).integers(0, args.codes, (args.batch, args.grid, args.grid))
-    timing = race_pytorch_twin(ours(args, codes), lambda torch: twin(torch, args, codes), args.repeats)
-    record = {"what": "gated PixelCNN prior training step (logits, cross-entropy, backward, Adam)",
-              "shape": [args.batch, args.grid, args.grid], "codes": args.codes, "channels": args.channels,
-              "blocks": args.blocks, "kernel": args.kernel, "dtype": "float32", "device": "cpu",
-              "processor": machine(), "repeats": args.repeats, **timing,
-              "grids_per_second": args.batch / timing["seconds"]}
-    emit(**record)
+    step = ours(args, codes)
+    for variant, how in TWINS.items():
+        timing = race_pytorch_twin(step, lambda torch: twin(torch, args, codes, variant), args.repeats)
+        emit(what="gated PixelCNN prior training step (logits, cross-entropy, backward, Adam)",
+             shape=[args.batch, args.grid, args.grid], codes=args.codes, channels=args.channels, blocks=args.blocks,
+             kernel=args.kernel, dtype="float32", device="cpu", processor=machine(), repeats=args.repeats,
+             peer_masked_convolution=how, **timing, grids_per_second=args.batch / timing["seconds"])
 
 
 if __name__ == "__main__":

@@ -205,8 +205,11 @@ CATALOG = [
 ]
 
 
-def cross_entropy_case(rng, n, c):
-    logits = rng.standard_normal((n, c))
-    target = rng.integers(0, c, n)
-    ref = -np.mean(logits[np.arange(n), target] - _lse(logits, 1))
+def cross_entropy_case(rng, n, c, extra=()):
+    """Logits [n, c, *extra], targets [n, *extra] and the mean of −log softmax[target], entry
+    by entry."""
+    logits = rng.standard_normal((n, c, *extra))
+    target = rng.integers(0, c, (n, *extra))
+    ref = -np.mean([logits[(i, target[(i, *rest)], *rest)] - _lse(logits[(i, slice(None), *rest)], 0)
+                    for i in range(n) for rest in np.ndindex(*extra)])
     return logits, target, ref

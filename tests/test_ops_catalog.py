@@ -116,9 +116,22 @@ def test_cupy_matches_numpy(case, data):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
 
 
-@given(n=st.integers(1, 5), c=st.integers(1, 5), seed=st.integers(0, 2**32 - 1))
-def test_cross_entropy_forward_and_gradient(n, c, seed):
-    logits, target, ref = cross_entropy_case(np.random.default_rng(seed), n, c)
-    x = tv.tensor(logits, dtype=np.float64, requires_grad=True)
-    np.testing.assert_allclose(F.cross_entropy(x, target).item(), ref, rtol=1e-12)
-    assert tv.gradcheck(lambda t: F.cross_entropy(t, target), [x], atol=1e-6, rtol=1e-5)
+@given(n=st.integers(1, 5), c=st.integers(1, 5), extra=st.lists(st.integers(1, 3), max_size=2),
+       seed=st.integers(0, 2**32 - 1))
+def test_cross_entropy_forward_and_gradient(n, c, extra, seed):
+    """Classes on axis 1, any axes after it (a map of logits [N, C, H, W], as a prior's)."""
+    logits, target, ref = cross_entropy_case(np.random.default_rng(seed), n, c, tuple(extra))
+    for layout in (logits, np.moveaxis(np.moveaxis(logits, 0, -1).copy(), -1, 0)):    # batch-first or -last memory
+        x = tv.tensor(layout, dtype=np.float64, requires_grad=True)
+        np.testing.assert_allclose(F.cross_entropy(x, target).item(), ref, rtol=1e-12)
+        assert tv.gradcheck(lambda t: F.cross_entropy(t, target), [x], atol=1e-6, rtol=1e-5)
+
+
+def test_cross_entropy_refuses_bad_shapes_and_classes():
+    x = tv.tensor(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"logits must be \[N, C, ...\] and targets \[N, ...\] without the class "
+                                         r"axis, got logits \(2, 3, 4\) and targets \(2, 3\)"):
+        F.cross_entropy(x, np.zeros((2, 3), np.int64))
+    for bad in (-1, 3):        # a negative class would wrap around in an index, not fail
+        with pytest.raises(ValueError, match=rf"targets must be classes in \[0, 3\), got {bad}\.\."):
+            F.cross_entropy(x, np.full((2, 4), bad))

@@ -187,15 +187,17 @@ def gaussian_nll(x, mu, logvar, reduction: str = "mean") -> Tensor:
 
 
 def cross_entropy(logits, target, reduction: str = "mean") -> Tensor:
-    """-log softmax(logits)[target] for logits [N, C] and integer class targets [N]."""
-    if logits.ndim != 2:
-        raise ValueError(f"cross_entropy: logits must be [N, C], got shape {logits.shape}")
+    """−log softmax(logits)[target] along the class axis 1: logits [N, C] or [N, C, d1, ...]
+    and integer class targets [N] or [N, d1, ...] (PyTorch's convention), one fused node."""
     t = target.data if isinstance(target, Tensor) else target
-    if t.shape != logits.shape[:1]:
-        raise ValueError(f"cross_entropy: target shape {t.shape} does not match logits {logits.shape}")
-    rows = backend.array_module(t).arange(len(t))
-    picked = getitem(log_softmax(logits, axis=1), (rows, t))
-    return reduce_loss(-picked, reduction)
+    if logits.ndim < 2 or t.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"cross_entropy: logits must be [N, C, ...] and targets [N, ...] without the class axis, "
+                         f"got logits {logits.shape} and targets {t.shape}")
+    xp = backend.array_module(t)
+    if t.size and (t.min() < 0 or t.max() >= logits.shape[1]):
+        raise ValueError(f"cross_entropy: targets must be classes in [0, {logits.shape[1]}), got "
+                         f"{int(t.min())}..{int(t.max())}")
+    return reduce_loss(_loss.CrossEntropy()(logits, xp.asarray(t)), reduction)
 
 
 # ---- memory ---------------------------------------------------------------------------

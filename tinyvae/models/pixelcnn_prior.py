@@ -123,11 +123,9 @@ class PixelCNNPrior(Model):
         codes = [batch[f"codes_{l}"] for l in range(len(self.grids))]
         total = None
         for level in range(len(self.grids)):
-            logits = self.logits(level, codes, batch["y"])
-            n, k = logits.shape[:2]
-            flat = logits.permute(0, 2, 3, 1).reshape(-1, k)
-            per_code = F.cross_entropy(flat, codes[level].reshape(-1), reduction="none")
-            nll = F.sum(per_code.reshape(n, -1), axis=1)
+            logits = self.logits(level, codes, batch["y"])                  # [N, K, H, W]
+            target = backend.to_device(np.asarray(codes[level], np.int64), logits.device)
+            nll = F.sum(F.cross_entropy(logits, target, reduction="none"), axis=(1, 2))
             total = nll if total is None else total + nll
         return total
 

@@ -1,10 +1,13 @@
-"""The one loss that needs its own primitive for numerical stability."""
+"""Losses that are their own primitives: the binary one for numerical stability, the
+categorical one because its gradient, softmax − one-hot, is cheaper than the path through
+log-softmax and an index."""
 import numpy as np
 
 from kernels import bce_logits as _bce_logits
 
 from .. import backend
 from ..autograd import Function
+from .reduce import LogSoftmax
 
 
 class BCEWithLogits(Function):
@@ -28,3 +31,24 @@ class BCEWithLogits(Function):
         gx = _bce_logits.backward(gy, x, t) if self.needs_grad(0) else None
         gt = -gy * x if self.needs_grad(1) else None
         return gx, gt
+
+
+class CrossEntropy(Function):
+    """−log softmax(x)[t] along the class axis 1: x [N, C, d1, ...] (float), t [N, d1, ...]
+    (integers in [0, C)), output [N, d1, ...].  d/dx = g · (softmax(x) − onehot(t)).
+
+    The log-softmax is LogSoftmax's; the gradient is computed in x's own memory layout, so a
+    convolution's batch-last logits [N, K, H, W] need no transposed copy either way."""
+
+    def forward(self, x, t):
+        xp = backend.array_module(x)
+        self.t = xp.expand_dims(t, 1)
+        self.log_p = LogSoftmax(axis=1).forward(x)
+        return -xp.take_along_axis(self.log_p, self.t, axis=1)[:, 0]
+
+    def backward(self, gy):
+        xp = backend.array_module(gy)
+        g = xp.exp(self.log_p)
+        xp.put_along_axis(g, self.t, xp.take_along_axis(g, self.t, axis=1) - 1, axis=1)
+        g *= xp.expand_dims(gy, 1)
+        return g, None

@@ -86,19 +86,21 @@ def _may_repeat(index) -> bool:
 
 class GetItem(Function):
     """x[index] for basic slicing and integer/boolean array indexing. Backward scatters into
-    zeros, accumulating repeated indices; an index that repeats none is assigned, not
-    accumulated (np.add.at is ten times slower than an assignment)."""
+    zeros laid out in memory as x was (a slice of a convolution's batch-last output gets a
+    batch-last gradient, which the convolution's backward then takes without a copy),
+    accumulating repeated indices; an index that repeats none is assigned, not accumulated
+    (np.add.at is ten times slower than an assignment)."""
 
     def __init__(self, index):
         self.index = index
 
     def forward(self, x):
-        self.in_shape, self.in_dtype = x.shape, x.dtype
+        self.in_shape, self.in_order = x.shape, memory_order(x)
         return x[self.index]
 
     def backward(self, gy):
-        xp = backend.array_module(gy)
-        g = xp.zeros(self.in_shape, gy.dtype)
+        xp, order = backend.array_module(gy), self.in_order
+        g = xp.zeros([self.in_shape[axis] for axis in order], gy.dtype).transpose(inverse(order))
         if _is_advanced(self.index) and _may_repeat(self.index):     # asked here: no cost without backward
             backend.scatter_add(g, self.index, gy)
         else:
