@@ -41,9 +41,11 @@ from ._dispatch import CudaLaunch, array_module, check_float, choose
 def pads(padding) -> tuple:
     """((top, bottom), (left, right)) from p (every side), (ph, pw) (both sides of an axis) or
     ((top, bottom), (left, right)) itself."""
-    if np.ndim(padding) == 0:
-        padding = (padding, padding)
-    return tuple((int(p), int(p)) if np.ndim(p) == 0 else (int(p[0]), int(p[1])) for p in padding)
+    sides = tuple((p, p) if np.isscalar(p) else tuple(p)
+                  for p in ((padding, padding) if np.isscalar(padding) else padding))
+    if len(sides) != 2 or any(len(s) != 2 or not all(np.isscalar(v) for v in s) for s in sides):
+        raise ValueError(f"padding must be p, (ph, pw) or ((top, bottom), (left, right)), got {padding}")
+    return tuple((int(before), int(after)) for before, after in sides)
 
 
 def conv_out_size(size: int, k: int, stride: int, pad, dil: int) -> int:

@@ -145,5 +145,10 @@ def test_conv_errors_name_the_problem():
         F.conv2d(x, tv.tensor(np.zeros((4, 3, 7, 7))))
     with pytest.raises(ValueError, match=r"output_padding \(2, 2\) must be in \[0, stride"):
         F.conv_transpose2d(x, tv.tensor(np.zeros((3, 2, 3, 3))), stride=2, output_padding=2)
+    with pytest.raises(ValueError, match=r"padding \(\(1, -1\), \(0, 0\)\) >= 0"):      # one side negative
+        F.conv2d(x, tv.tensor(np.zeros((4, 3, 3, 3))), padding=((1, -1), (0, 0)))
+    with pytest.raises(ValueError, match=r"padding must be p, \(ph, pw\) or \(\(top, bottom\), \(left, right\)\), "
+                                         r"got \(1, 2, 3\)"):
+        F.conv2d(x, tv.tensor(np.zeros((4, 3, 3, 3))), padding=(1, 2, 3))
     with pytest.raises(ValueError, match="empty output"):
         F.conv_transpose2d(tv.tensor(np.zeros((1, 3, 1, 1))), tv.tensor(np.zeros((3, 2, 1, 1))), padding=1)

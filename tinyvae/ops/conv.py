@@ -33,7 +33,7 @@ class Geometry:
 
     def __init__(self, kernel, stride=1, padding=0, dilation=1):
         self.k, self.s, self.p, self.d = pair(kernel), pair(stride), pads(padding), pair(dilation)
-        if min(self.k) < 1 or min(self.s) < 1 or min(self.d) < 1 or min(min(self.p)) < 0:
+        if min(self.k) < 1 or min(self.s) < 1 or min(self.d) < 1 or min(min(sides) for sides in self.p) < 0:
             raise ValueError(f"conv: kernel {self.k}, stride {self.s} and dilation {self.d} must be >= 1 "
                              f"and padding {self.p} >= 0")
 
