@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from tinyvae import cli, records
 from tinyvae import functional as F
 from tinyvae import models, nn
 from tinyvae import train as T
@@ -78,3 +79,21 @@ def test_a_parent_is_required_by_second_stage_models_and_refused_by_others(code_
     vae = models.build("vae", {"latent_dim": 2})
     with pytest.raises(ValueError, match="model 'ae' takes no --parent"):
         models.build("ae", {}, parent=vae)
+
+
+def test_a_second_stage_run_takes_its_parents_data_set_and_refuses_another(code_prior, tmp_path, capsys):
+    """Codes of other images than the parent's would train a prior of nothing the parent
+    makes: the data set defaults to the parent's, and another is refused before any folder."""
+    small = ["--batch-size", "32", "--train-size", "96", "--test-size", "40", "--epochs", "1", "--no-progress"]
+    assert cli.main(["train", "--model", "vae", "--latent-dim", "3", "--dataset", "fashion-mnist",
+                     "--out", tmp_path / "vae", *small]) == 0
+    assert cli.main(["train", "--model", "test-code-prior", "--parent", tmp_path / "vae", "--out", tmp_path / "prior",
+                     *small]) == 0
+    assert records.read_config(str(tmp_path / "prior" / "config.json"))["run"]["dataset"] == "fashion-mnist"
+    capsys.readouterr()
+    assert cli.main(["train", "--model", "test-code-prior", "--parent", tmp_path / "vae", "--dataset", "mnist",
+                     "--out", tmp_path / "other", *small]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tinyvae: error: the parent run {tmp_path / 'vae'} was trained on fashion-mnist, so a model built on it "
+                   f"needs --dataset fashion-mnist, not mnist")
+    assert not (tmp_path / "other").exists()

@@ -248,7 +248,8 @@ def _models(args) -> None:
 
 def train_request(args) -> tuple:
     """(model name, model options, RunOptions) from the defaults, then --config's record,
-    then the flags typed. An option the model does not take is a ValueError."""
+    then the flags typed; with --parent and no data set named, the parent's. An option the
+    model does not take is a ValueError."""
     given = vars(args)
     record = records.read_config(args.config) if args.config else None
     name = given.get("model") or (record["model"] if record else "vae")
@@ -265,6 +266,8 @@ def train_request(args) -> tuple:
     options.update(typed)
     run = dict(record["run"]) if record else {}
     run.update({f.name: given[f.name] for f in fields(T.RunOptions) if f.name in given})
+    if run.get("parent") and "dataset" not in run:         # a second stage models its parent's data
+        run["dataset"] = T.load_model(run["parent"])[1].dataset
     return name, options, T.run_options(run)
 
 

@@ -25,7 +25,8 @@ class RunOptions:
     train_size: Optional[int] = option(None, "use only the first N training examples", minimum=1)
     test_size: Optional[int] = option(None, "use only the first N test examples", minimum=1)
     data_dir: Optional[str] = option(None, "folder holding <dataset>/*.gz (else $TINYVAE_DATA, the cache)")
-    parent: Optional[str] = option(None, "run folder of the trained model a second-stage model builds on")
+    parent: Optional[str] = option(None, "run folder of the trained model a second-stage model builds on "
+                                            "(whose data set it takes)")
     skip_grad_norm: Optional[float] = option(None, "skip an update whose gradient norm exceeds this or whose loss "
                                              "is not finite, as VD-VAE does; each epoch's metrics count the skipped "
                                              "updates", positive=True)

@@ -147,11 +147,14 @@ def train(model_name: str, model_options: dict, run: RunOptions, out_dir: str, o
     run.validate()
     cls, _ = models.checked_options(model_name, model_options)      # a bad option or data set makes no run folder
     models.check_data(cls, data.SPECS[run.dataset])
+    parent, parent_run = load_model(run.parent, run.device) if run.parent else (None, None)
+    if parent_run is not None and parent_run.dataset != run.dataset:     # its codes of other images mean nothing
+        raise TrainingError(f"the parent run {run.parent} was trained on {parent_run.dataset}, so a model built on "
+                            f"it needs --dataset {parent_run.dataset}, not {run.dataset}")
     world = parallel.world(run.device)
     with _run_folder(world, out_dir):
         world.from_root(lambda: _refuse_held(out_dir, overwrite))
         rng = np.random.default_rng(run.seed)
-        parent = load_model(run.parent, run.device)[0] if run.parent else None
         model = models.build(model_name, model_options, data.SPECS[run.dataset], rng, parent).to(run.device)
         optimizers = _optimizers(model, run)
         return _epochs(model, optimizers, rng, run, out_dir, 1, 0, [], progress, log, command, tensorboard, world)
