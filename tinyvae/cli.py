@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import __version__, data, models, molecules, parallel, pictures, quality, records, smiles, sweep
+from . import __version__, data, models, molecules, parallel, pictures, quality, records, saved_run, smiles, sweep
 from . import train as T
 from .atomic import write_atomic
 from .checkpoint import CheckpointError
@@ -267,7 +267,7 @@ def train_request(args) -> tuple:
     run = dict(record["run"]) if record else {}
     run.update({f.name: given[f.name] for f in fields(T.RunOptions) if f.name in given})
     if run.get("parent") and "dataset" not in run:         # a second stage models its parent's data
-        run["dataset"] = T.load_model(run["parent"])[1].dataset
+        run["dataset"] = T.run_options(saved_run.load(run["parent"])["run"]).dataset   # its record, no model built
     return name, options, T.run_options(run)
 
 
